@@ -1,0 +1,55 @@
+//! # atomcache
+//!
+//! Memoize async functions in Redis so that each value is computed **once across all
+//! replicas** of a horizontally scaled service, with no cache stampede.
+//!
+//! A call walks one path: build the cache id → join an identical call already in flight in
+//! this process → `GET` → on a miss take a distributed lock (random token, `SET NX PX`) → the
+//! winner computes, then in one atomic step stores the value, releases its lock and publishes a
+//! wake-up; the other callers, in every replica, wait for that push and read the value.
+//!
+//! The cache never costs the caller its answer: if the store is down, slow, or holds bytes that
+//! do not decode, the computation runs and its value is returned (fail-open, logged through
+//! `tracing`, counted in [`Stats`]).
+//!
+//! ```
+//! use std::time::Duration;
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), atomcache::Error> {
+//! // No init: the embedded memory backend. In production:
+//! // atomcache::init(atomcache::RedisBackend::connect("redis://127.0.0.1/").await?).await?;
+//! let cache = atomcache::Cache::builder("quotes").exp(Duration::from_secs(60)).build()?;
+//! let quote = cache.get_or_compute("ACME", || async { 41.5_f64 }).await;
+//! assert_eq!(cache.get::<f64>("ACME").await?, Some(quote));
+//! # Ok(()) }
+//! ```
+#![warn(missing_docs)]
+
+pub mod backend;
+mod cache;
+pub mod codec;
+mod error;
+mod flight;
+pub mod key;
+mod runtime;
+mod stats;
+mod store;
+
+#[doc(hidden)]
+#[path = "private.rs"]
+pub mod __private;
+
+pub use atomcache_macros::cached;
+pub use backend::memory::MemoryBackend;
+#[cfg(feature = "redis")]
+pub use backend::redis::{RedisBackend, RedisBackendBuilder};
+pub use backend::{Backend, LockAttempt, Subscription, WakeHub};
+pub use cache::{Cache, CacheBuilder, Entry, DEFAULT_EXP, DEFAULT_LOCK_TIMEOUT};
+#[cfg(feature = "json")]
+pub use codec::Json;
+pub use codec::{Bincode, Codec, CodecError, EntryMeta};
+pub use error::Error;
+pub use key::EntryKey;
+pub use runtime::{init, Runtime};
+pub use stats::Stats;
+pub use store::Outcome;

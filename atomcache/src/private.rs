@@ -1,0 +1,149 @@
+//! Support for the code that `#[cached]` generates. Not public API: no stability promises.
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use serde::{de::DeserializeOwned, Serialize};
+
+pub use crate::cache::{Fallible, Optional, Plain};
+use crate::codec::Codec;
+use crate::runtime::current_store;
+use crate::store::{Outcome, Policy};
+use crate::{Bincode, Error};
+
+pub use serde;
+
+/// The settings of one `#[cached]` function, as a `static`.
+pub struct Spec<C: Codec = Bincode> {
+    namespace: &'static str,
+    policy: Policy,
+    codec: PhantomData<fn() -> C>,
+}
+
+impl<C: Codec> Spec<C> {
+    /// `exp_ms` and `lock_timeout_ms` are checked by the macro (`0 < lock_timeout < exp`).
+    pub const fn new(namespace: &'static str, exp_ms: u64, lock_timeout_ms: u64) -> Self {
+        Spec {
+            namespace,
+            policy: Policy {
+                exp: Duration::from_millis(exp_ms),
+                lock_timeout: Duration::from_millis(lock_timeout_ms),
+            },
+            codec: PhantomData,
+        }
+    }
+
+    /// The namespace (by default the function's module path and name).
+    pub fn namespace(&self) -> &'static str {
+        self.namespace
+    }
+}
+
+/// Values a `#[cached]` function can return (the cached part of `T`, `Result<T, _>`, `Option<T>`).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be cached: a #[cached] value must be `Serialize + DeserializeOwned + Send + 'static`",
+    label = "this type must implement serde's `Serialize` and `Deserialize`",
+    note = "derive them with `#[derive(serde::Serialize, serde::Deserialize)]`"
+)]
+pub trait CacheValue: Serialize + DeserializeOwned + Send + 'static {}
+impl<T: Serialize + DeserializeOwned + Send + 'static> CacheValue for T {}
+
+/// Arguments that make up a cache id.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be part of a cache id: #[cached] arguments must implement `Serialize`",
+    label = "this argument must implement serde's `Serialize`",
+    note = "derive `serde::Serialize`, leave the argument out with `skip(..)`, or give a `key = ..` expression"
+)]
+pub trait CacheArg: Serialize {}
+impl<T: Serialize + ?Sized> CacheArg for T {}
+
+/// Asserts at compile time that an argument can be part of the id.
+pub fn assert_arg<T: CacheArg + ?Sized>(_: &T) {}
+
+/// Builds the cache id from the (non-skipped) arguments: their JSON encoding, which is the same
+/// in every replica of the same build. `None` (logged) when they do not serialise, e.g. a map
+/// with non-string keys; the call then bypasses the cache.
+pub fn cache_id<A: Serialize + ?Sized>(args: &A) -> Option<String> {
+    match serde_json::to_string(args) {
+        Ok(id) => Some(id),
+        Err(err) => {
+            tracing::warn!(%err, "arguments did not serialise into a cache id; calling without the cache");
+            None
+        }
+    }
+}
+
+/// Converts a `key = ...` expression into an id.
+pub fn custom_id<K: std::fmt::Display + ?Sized>(key: &K) -> Option<String> {
+    Some(key.to_string())
+}
+
+async fn run<C: Codec, O: Outcome, Fut: Future<Output = O>>(
+    spec: &'static Spec<C>,
+    id: Option<String>,
+    fut: Fut,
+) -> O {
+    let Some(id) = id else { return fut.await };
+    let store = current_store();
+    let key = store.key(spec.namespace, &id);
+    store.resolve::<C, O, _, _>(&key, spec.policy, || fut).await
+}
+
+/// The cached path for a function returning `T`.
+pub async fn call<C, T, Fut>(spec: &'static Spec<C>, id: Option<String>, fut: Fut) -> T
+where
+    C: Codec,
+    T: CacheValue,
+    Fut: Future<Output = T>,
+{
+    run(spec, id, async { Plain(fut.await) }).await.0
+}
+
+/// The cached path for a function returning `Result<T, E>`: only `Ok` is stored.
+pub async fn call_result<C, T, E, Fut>(
+    spec: &'static Spec<C>,
+    id: Option<String>,
+    fut: Fut,
+) -> Result<T, E>
+where
+    C: Codec,
+    T: CacheValue,
+    Fut: Future<Output = Result<T, E>>,
+{
+    run(spec, id, async { Fallible(fut.await) }).await.0
+}
+
+/// The cached path for a function returning `Option<T>`: only `Some` is stored.
+pub async fn call_option<C, T, Fut>(
+    spec: &'static Spec<C>,
+    id: Option<String>,
+    fut: Fut,
+) -> Option<T>
+where
+    C: Codec,
+    T: CacheValue,
+    Fut: Future<Output = Option<T>>,
+{
+    run(spec, id, async { Optional(fut.await) }).await.0
+}
+
+/// Drops the entry of one call (the generated `*_invalidate` companion).
+pub async fn invalidate<C: Codec>(spec: &'static Spec<C>, id: Option<String>) -> Result<(), Error> {
+    let Some(id) = id else { return Ok(()) };
+    let store = current_store();
+    store.backend.delete(&store.key(spec.namespace, &id)).await
+}
+
+/// The remaining lifetime of one call's entry.
+pub async fn remaining_ttl<C: Codec>(
+    spec: &'static Spec<C>,
+    id: Option<String>,
+) -> Result<Option<Duration>, Error> {
+    let Some(id) = id else { return Ok(None) };
+    let store = current_store();
+    store
+        .backend
+        .remaining_ttl(&store.key(spec.namespace, &id))
+        .await
+}

@@ -1,0 +1,93 @@
+//! The process-wide backend behind `#[cached]` functions and [`Cache`](crate::Cache)s built
+//! without their own backend: [`init`] installs it, [`Runtime::shutdown`] removes it.
+
+use std::sync::{Arc, OnceLock, RwLock};
+
+use crate::backend::{memory::MemoryBackend, Backend};
+use crate::cache::backend_prefix;
+use crate::stats::Stats;
+use crate::store::Store;
+use crate::Error;
+
+static INSTALLED: RwLock<Option<Arc<Store>>> = RwLock::new(None);
+static DEFAULT: OnceLock<Arc<Store>> = OnceLock::new();
+
+/// The store used right now: the installed one, or the embedded memory default.
+pub(crate) fn current_store() -> Arc<Store> {
+    if let Some(store) = INSTALLED.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        return store.clone();
+    }
+    DEFAULT
+        .get_or_init(|| Arc::new(Store::new(Arc::new(MemoryBackend::new()), String::new())))
+        .clone()
+}
+
+/// Installs `backend` as the process-wide backend of `#[cached]` functions and of every
+/// [`Cache`](crate::Cache) without its own backend.
+///
+/// Until `init` is called (and after [`Runtime::shutdown`]) everything runs on an embedded
+/// [`MemoryBackend`], with the same semantics inside one process.
+///
+/// A second call while a [`Runtime`] is installed returns [`Error::AlreadyInitialized`] and
+/// leaves the installed backend in place; call [`Runtime::shutdown`] first to switch backends.
+/// Dropping the `Runtime` without `shutdown` leaves the backend installed for the rest of the
+/// process.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), atomcache::Error> {
+/// let runtime = atomcache::init(atomcache::MemoryBackend::new()).await?;
+/// assert!(matches!(
+///     atomcache::init(atomcache::MemoryBackend::new()).await,
+///     Err(atomcache::Error::AlreadyInitialized)
+/// ));
+/// runtime.shutdown().await;
+/// # Ok(()) }
+/// ```
+pub async fn init(backend: impl Backend) -> Result<Runtime, Error> {
+    let prefix = backend_prefix(&backend);
+    let store = Arc::new(Store::new(Arc::new(backend), prefix));
+    {
+        let mut installed = INSTALLED.write().unwrap_or_else(|e| e.into_inner());
+        if installed.is_some() {
+            return Err(Error::AlreadyInitialized);
+        }
+        *installed = Some(store.clone());
+    }
+    Ok(Runtime { store })
+}
+
+/// The handle of an installed backend; see [`init`].
+#[must_use = "dropping the Runtime leaves the backend installed; call `shutdown` to stop it"]
+pub struct Runtime {
+    store: Arc<Store>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("stats", &self.store.stats())
+            .finish()
+    }
+}
+
+impl Runtime {
+    /// Counters of the installed store.
+    pub fn stats(&self) -> Stats {
+        self.store.stats()
+    }
+
+    /// Uninstalls the backend (later calls use the embedded memory backend until the next
+    /// [`init`]), stops background work and closes the backend's connections.
+    pub async fn shutdown(self) {
+        {
+            let mut installed = INSTALLED.write().unwrap_or_else(|e| e.into_inner());
+            if installed
+                .as_ref()
+                .is_some_and(|s| Arc::ptr_eq(s, &self.store))
+            {
+                *installed = None;
+            }
+        }
+        self.store.backend.shutdown().await;
+    }
+}

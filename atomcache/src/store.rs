@@ -1,0 +1,362 @@
+//! The locked path: single flight → GET → lock → compute → store+unlock+notify, with waiters
+//! woken by a push, takeover when a holder dies, and fail-open when the store misbehaves.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{de::DeserializeOwned, Serialize};
+
+use crate::backend::{Backend, LockAttempt, Subscription};
+use crate::codec::{decode_entry, encode_entry, Codec};
+use crate::flight::{self, Flights, Joined, Landing};
+use crate::stats::{bump, Counters, Stats};
+use crate::{EntryKey, Error};
+
+/// Rounds of in-process single flight a caller joins before it walks the locked path itself
+/// (bounds how long a caller waits behind leaders that fail or are cancelled).
+const MAX_FOLLOW_ROUNDS: usize = 2;
+/// Added to a lock's remaining lifetime when waiting for it, so the takeover comes after expiry.
+const WAIT_MARGIN: Duration = Duration::from_millis(25);
+
+/// Lifetimes of one cached function or [`Cache`](crate::Cache).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Policy {
+    pub exp: Duration,
+    pub lock_timeout: Duration,
+}
+
+impl Policy {
+    pub fn new(exp: Duration, lock_timeout: Duration) -> Result<Self, Error> {
+        if exp.as_millis() == 0 {
+            return Err(Error::InvalidConfig(
+                "exp must be at least one millisecond".into(),
+            ));
+        }
+        if lock_timeout.as_millis() == 0 {
+            return Err(Error::InvalidConfig(
+                "lock_timeout must be at least one millisecond".into(),
+            ));
+        }
+        if lock_timeout >= exp {
+            return Err(Error::InvalidConfig(format!(
+                "lock_timeout ({lock_timeout:?}) must be shorter than exp ({exp:?})"
+            )));
+        }
+        Ok(Policy { exp, lock_timeout })
+    }
+}
+
+/// How a function's output relates to the value that is cached.
+///
+/// `Plain` caches every output, `Fallible` only `Ok`, `Optional` only `Some`.
+pub trait Outcome: Sized {
+    /// The cached value.
+    type Value: Serialize + DeserializeOwned;
+    /// The value to store, if this output is to be stored.
+    fn cacheable(&self) -> Option<&Self::Value>;
+    /// Rebuilds an output from a cached value.
+    fn from_value(value: Self::Value) -> Self;
+}
+
+/// A backend plus what one process keeps beside it: in-flight calls and counters.
+pub(crate) struct Store {
+    pub backend: Arc<dyn Backend>,
+    pub prefix: String,
+    flights: Flights,
+    pub counters: Counters,
+}
+
+impl Store {
+    pub fn new(backend: Arc<dyn Backend>, prefix: String) -> Self {
+        Store {
+            backend,
+            prefix,
+            flights: Flights::default(),
+            counters: Counters::default(),
+        }
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.counters.snapshot()
+    }
+
+    pub fn key(&self, namespace: &str, id: &str) -> EntryKey {
+        EntryKey::new(&self.prefix, namespace, id)
+    }
+
+    /// The full cached path for one call.
+    pub async fn resolve<C, O, F, Fut>(&self, key: &EntryKey, policy: Policy, compute: F) -> O
+    where
+        C: Codec,
+        O: Outcome,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = O>,
+    {
+        let mut rounds = 0;
+        while rounds < MAX_FOLLOW_ROUNDS {
+            match self.flights.join(key.base()) {
+                Joined::Follower(rx) => {
+                    bump(&self.counters.coalesced);
+                    match flight::wait(rx).await {
+                        Some(Landing::Value(bytes)) => match decode_entry::<C, O::Value>(&bytes) {
+                            Ok((_, value)) => return O::from_value(value),
+                            Err(err) => {
+                                // The leader validated these bytes; this can only be a codec bug.
+                                tracing::warn!(key = key.base(), %err, "shared value did not decode");
+                                break;
+                            }
+                        },
+                        Some(Landing::Failed) | None => rounds += 1,
+                    }
+                }
+                Joined::Leader(guard) => {
+                    let (out, shared) =
+                        self.locked_path::<C, O, F, Fut>(key, policy, compute).await;
+                    guard.land(shared.map_or(Landing::Failed, Landing::Value));
+                    return out;
+                }
+            }
+        }
+        self.locked_path::<C, O, F, Fut>(key, policy, compute)
+            .await
+            .0
+    }
+
+    /// GET, then on a miss the distributed lock. Returns the output and the stored bytes to share.
+    async fn locked_path<C, O, F, Fut>(
+        &self,
+        key: &EntryKey,
+        policy: Policy,
+        compute: F,
+    ) -> (O, Option<Arc<[u8]>>)
+    where
+        C: Codec,
+        O: Outcome,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = O>,
+    {
+        match self.peek::<C, O>(key).await {
+            Ok(Some(hit)) => return hit,
+            Ok(None) => bump(&self.counters.misses),
+            Err(err) => {
+                return self
+                    .fail_open::<C, O, F, Fut>(key, "get", err, compute)
+                    .await
+            }
+        }
+        let token = new_token();
+        let mut subscription: Option<Subscription> = None;
+        loop {
+            let remaining = match self
+                .backend
+                .try_lock(key, &token, policy.lock_timeout)
+                .await
+            {
+                Ok(LockAttempt::Acquired) => {
+                    drop(subscription);
+                    return self
+                        .compute_and_store::<C, O, F, Fut>(key, &token, policy, compute)
+                        .await;
+                }
+                Ok(LockAttempt::Held { remaining }) => remaining,
+                Err(err) => {
+                    return self
+                        .fail_open::<C, O, F, Fut>(key, "lock", err, compute)
+                        .await
+                }
+            };
+            bump(&self.counters.lock_waits);
+            // Subscribe first, then look: a value stored after the look wakes us.
+            let sub = match subscription.as_mut() {
+                Some(sub) => sub,
+                None => match self.backend.subscribe(key).await {
+                    Ok(sub) => subscription.insert(sub),
+                    Err(err) => {
+                        return self
+                            .fail_open::<C, O, F, Fut>(key, "subscribe", err, compute)
+                            .await
+                    }
+                },
+            };
+            match self.peek::<C, O>(key).await {
+                Ok(Some(hit)) => return hit,
+                Ok(None) => {}
+                Err(err) => {
+                    return self
+                        .fail_open::<C, O, F, Fut>(key, "get", err, compute)
+                        .await
+                }
+            }
+            let bound = remaining.min(policy.lock_timeout) + WAIT_MARGIN;
+            let woken = tokio::time::timeout(bound, sub.woken()).await.is_ok();
+            if woken {
+                match self.peek::<C, O>(key).await {
+                    Ok(Some(hit)) => return hit,
+                    Ok(None) => {}
+                    Err(err) => {
+                        return self
+                            .fail_open::<C, O, F, Fut>(key, "get", err, compute)
+                            .await
+                    }
+                }
+            }
+            // The holder released without a value, or died: try the lock again. Exactly one
+            // waiter wins it; the others wait for that one.
+        }
+    }
+
+    /// Reads and decodes the entry; bytes that do not decode count as a miss.
+    async fn peek<C: Codec, O: Outcome>(
+        &self,
+        key: &EntryKey,
+    ) -> Result<Option<(O, Option<Arc<[u8]>>)>, Error> {
+        let Some(raw) = self.backend.get(key).await? else {
+            return Ok(None);
+        };
+        match decode_entry::<C, O::Value>(&raw) {
+            Ok((_, value)) => {
+                bump(&self.counters.hits);
+                Ok(Some((O::from_value(value), Some(Arc::from(raw)))))
+            }
+            Err(err) => {
+                bump(&self.counters.decode_errors);
+                tracing::warn!(key = key.base(), %err, "stored bytes did not decode; treating as a miss");
+                Ok(None)
+            }
+        }
+    }
+
+    async fn compute_and_store<C, O, F, Fut>(
+        &self,
+        key: &EntryKey,
+        token: &str,
+        policy: Policy,
+        compute: F,
+    ) -> (O, Option<Arc<[u8]>>)
+    where
+        C: Codec,
+        O: Outcome,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = O>,
+    {
+        let guard = LockGuard {
+            backend: Some(self.backend.clone()),
+            key,
+            token,
+        };
+        let started = Instant::now();
+        let out = compute().await;
+        let elapsed = started.elapsed();
+        bump(&self.counters.computations);
+        let bytes = match out.cacheable().map(|v| encode_entry::<C, _>(v, elapsed)) {
+            Some(Ok(bytes)) => bytes,
+            Some(Err(err)) => {
+                bump(&self.counters.store_failures);
+                tracing::warn!(key = key.base(), %err, "computed value did not encode; not cached");
+                guard.release().await;
+                return (out, None);
+            }
+            None => {
+                guard.release().await;
+                return (out, None);
+            }
+        };
+        match self
+            .backend
+            .store_and_unlock(key, token, &bytes, policy.exp)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(
+                key = key.base(),
+                ?elapsed,
+                lock_timeout = ?policy.lock_timeout,
+                "the computation outlived its lock; the value was stored, but another caller may have computed too"
+            ),
+            Err(err) => {
+                bump(&self.counters.backend_errors);
+                bump(&self.counters.store_failures);
+                tracing::warn!(key = key.base(), %err, "could not store the computed value");
+            }
+        }
+        guard.disarm();
+        (out, Some(Arc::from(bytes)))
+    }
+
+    /// The store failed: run the computation anyway and do not touch the store again.
+    async fn fail_open<C, O, F, Fut>(
+        &self,
+        key: &EntryKey,
+        step: &'static str,
+        err: Error,
+        compute: F,
+    ) -> (O, Option<Arc<[u8]>>)
+    where
+        C: Codec,
+        O: Outcome,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = O>,
+    {
+        bump(&self.counters.backend_errors);
+        tracing::warn!(key = key.base(), step, %err, "cache backend failed; computing without the cache");
+        let started = Instant::now();
+        let out = compute().await;
+        bump(&self.counters.computations);
+        // Still share the value with this process's followers.
+        let shared = out
+            .cacheable()
+            .and_then(|v| encode_entry::<C, _>(v, started.elapsed()).ok())
+            .map(Arc::from);
+        (out, shared)
+    }
+}
+
+/// Releases a held lock when the computation panics or the caller is cancelled.
+struct LockGuard<'a> {
+    backend: Option<Arc<dyn Backend>>,
+    key: &'a EntryKey,
+    token: &'a str,
+}
+
+impl LockGuard<'_> {
+    async fn release(mut self) {
+        if let Some(backend) = self.backend.take() {
+            if let Err(err) = backend.unlock(self.key, self.token).await {
+                tracing::warn!(key = self.key.base(), %err, "could not release the lock; it will expire");
+            }
+        }
+    }
+
+    fn disarm(mut self) {
+        self.backend = None;
+    }
+}
+
+impl Drop for LockGuard<'_> {
+    fn drop(&mut self) {
+        let Some(backend) = self.backend.take() else {
+            return;
+        };
+        let (key, token) = (self.key.clone(), self.token.to_owned());
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                handle.spawn(async move {
+                    if let Err(err) = backend.unlock(&key, &token).await {
+                        tracing::warn!(key = key.base(), %err, "could not release an abandoned lock; it will expire");
+                    }
+                });
+            }
+            Err(_) => tracing::warn!(
+                key = key.base(),
+                "no runtime to release an abandoned lock; it will expire"
+            ),
+        }
+    }
+}
+
+/// 128 random bits, hex.
+pub(crate) fn new_token() -> String {
+    let bits: u128 = rand::random();
+    format!("{bits:032x}")
+}

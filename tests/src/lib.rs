@@ -1,0 +1,1 @@
+//! Test harness: starts real redis-server processes on free ports.
