@@ -31,6 +31,7 @@ pub mod codec;
 mod error;
 mod flight;
 pub mod key;
+mod refresh;
 mod runtime;
 mod stats;
 mod store;

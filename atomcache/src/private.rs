@@ -2,17 +2,20 @@
 
 use std::future::Future;
 use std::marker::PhantomData;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{de::DeserializeOwned, Serialize};
 
 pub use crate::cache::{Fallible, Optional, Plain};
-use crate::codec::Codec;
+use crate::codec::{encode_entry, Codec};
 use crate::runtime::current_store;
 use crate::store::{Outcome, Policy};
 use crate::{Bincode, Error};
 
+pub use inventory;
 pub use serde;
+
+pub use crate::refresh::{AutoRefresh, Recompute, RefreshSpec};
 
 /// The settings of one `#[cached]` function, as a `static`.
 pub struct Spec<C: Codec = Bincode> {
@@ -146,4 +149,67 @@ pub async fn remaining_ttl<C: Codec>(
         .backend
         .remaining_ttl(&store.key(spec.namespace, &id))
         .await
+}
+
+impl<C: Codec> RefreshSpec for Spec<C> {
+    fn namespace(&self) -> &'static str {
+        self.namespace
+    }
+    fn exp(&self) -> Duration {
+        self.policy.exp
+    }
+    fn lock_timeout(&self) -> Duration {
+        self.policy.lock_timeout
+    }
+}
+
+fn recompute<C, O, Fut>(_spec: &'static Spec<C>, fut: Fut) -> Recompute
+where
+    C: Codec,
+    O: Outcome,
+    Fut: Future<Output = O> + Send + 'static,
+{
+    crate::refresh::boxed(async move {
+        let started = Instant::now();
+        let out = fut.await;
+        let value = out.cacheable()?;
+        match encode_entry::<C, _>(value, started.elapsed()) {
+            Ok(bytes) => Some(bytes),
+            Err(err) => {
+                tracing::warn!(%err, "refreshed value did not encode; keeping the old one");
+                None
+            }
+        }
+    })
+}
+
+/// The auto-refresh recomputation of a function returning `T`.
+pub fn recompute_plain<C, T, Fut>(spec: &'static Spec<C>, fut: Fut) -> Recompute
+where
+    C: Codec,
+    T: CacheValue,
+    Fut: Future<Output = T> + Send + 'static,
+{
+    recompute(spec, async { Plain(fut.await) })
+}
+
+/// The auto-refresh recomputation of a function returning `Result<T, E>` (`Err` keeps the old value).
+pub fn recompute_result<C, T, E, Fut>(spec: &'static Spec<C>, fut: Fut) -> Recompute
+where
+    C: Codec,
+    T: CacheValue,
+    E: Send + 'static,
+    Fut: Future<Output = Result<T, E>> + Send + 'static,
+{
+    recompute(spec, async { Fallible(fut.await) })
+}
+
+/// The auto-refresh recomputation of a function returning `Option<T>` (`None` keeps the old value).
+pub fn recompute_option<C, T, Fut>(spec: &'static Spec<C>, fut: Fut) -> Recompute
+where
+    C: Codec,
+    T: CacheValue,
+    Fut: Future<Output = Option<T>> + Send + 'static,
+{
+    recompute(spec, async { Optional(fut.await) })
 }
