@@ -4,7 +4,16 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::backend::LockAttempt;
+use crate::stats::bump;
+use crate::store::{new_token, Store};
+use crate::EntryKey;
 
 /// The recomputation of one auto-refresh function: the encoded entry (header + payload), or
 /// `None` when the output is not cacheable (`Err`, `None`) or did not encode.
@@ -40,7 +49,7 @@ pub(crate) fn registered() -> impl Iterator<Item = &'static AutoRefresh> {
     inventory::iter::<AutoRefresh>.into_iter()
 }
 
-/// Boxes a recomputation that encodes its output with `encode`.
+/// Boxes a recomputation.
 pub(crate) fn boxed<Fut>(fut: Fut) -> Recompute
 where
     Fut: Future<Output = Option<Vec<u8>>> + Send + 'static,
@@ -48,17 +57,184 @@ where
     Box::pin(fut)
 }
 
-/// Cache id of a zero-argument function (the JSON of `()`).
+/// Cache id of a zero-argument function (the JSON of `()`, as `#[cached]` builds it).
 pub(crate) const ZERO_ARG_ID: &str = "null";
 
-/// Hands out the ids used by `#[cached]` for zero-argument functions, so both sides agree.
+/// Starts one refresher per registered function. Stopped through `stop`.
+pub(crate) fn start_all(store: &Arc<Store>, stop: &watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
+    registered()
+        .map(|entry| {
+            let refresher = Refresher::new(store.clone(), entry, stop.clone());
+            tokio::spawn(refresher.run())
+        })
+        .collect()
+}
+
+/// Smallest pause between two failed attempts.
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+/// Largest pause between two failed attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+struct Refresher {
+    store: Arc<Store>,
+    entry: &'static AutoRefresh,
+    key: EntryKey,
+    exp: Duration,
+    lock_timeout: Duration,
+    stop: watch::Receiver<bool>,
+    failures: u32,
+}
+
+/// Why a refresher's pause ended.
+enum Woke {
+    Due,
+    Stopped,
+}
+
+impl Refresher {
+    fn new(store: Arc<Store>, entry: &'static AutoRefresh, stop: watch::Receiver<bool>) -> Self {
+        let key = store.key(entry.spec.namespace(), ZERO_ARG_ID);
+        Refresher {
+            exp: entry.spec.exp(),
+            lock_timeout: entry.spec.lock_timeout(),
+            store,
+            entry,
+            key,
+            stop,
+            failures: 0,
+        }
+    }
+
+    async fn pause(&mut self, d: Duration) -> Woke {
+        if *self.stop.borrow() {
+            return Woke::Stopped;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(d) => Woke::Due,
+            _ = self.stop.changed() => Woke::Stopped,
+        }
+    }
+
+    fn backoff(&mut self) -> Duration {
+        self.failures = self.failures.saturating_add(1);
+        let exp = MIN_BACKOFF.saturating_mul(1 << self.failures.min(8));
+        exp.min(MAX_BACKOFF).min(self.lock_timeout.max(MIN_BACKOFF))
+    }
+
+    /// Up to a tenth of the lock timeout (at most 200 ms), so replicas do not wake together.
+    fn jitter(&self) -> Duration {
+        let max = (self.lock_timeout / 10).min(Duration::from_millis(200));
+        let ms = u64::try_from(max.as_millis()).unwrap_or(0);
+        if ms == 0 {
+            return Duration::ZERO;
+        }
+        Duration::from_millis(rand::random::<u64>() % ms)
+    }
+
+    async fn run(mut self) {
+        tracing::debug!(namespace = self.entry.spec.namespace(), "auto-refresh started");
+        loop {
+            // 1. When is the value due? (missing: now)
+            let wait = match self.store.backend.remaining_ttl(&self.key).await {
+                Ok(Some(ttl)) => ttl.saturating_sub(self.lock_timeout).saturating_sub(self.jitter()),
+                Ok(None) => Duration::ZERO,
+                Err(err) => {
+                    bump(&self.store.counters.backend_errors);
+                    let pause = self.backoff();
+                    tracing::warn!(namespace = self.entry.spec.namespace(), %err, ?pause, "auto-refresh: backend failed; retrying");
+                    if let Woke::Stopped = self.pause(pause).await {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            if let Woke::Stopped = self.pause(wait).await {
+                return;
+            }
+            // 2. One replica refreshes: the one that takes the lock.
+            let token = new_token();
+            match self.store.backend.try_lock(&self.key, &token, self.lock_timeout).await {
+                Ok(LockAttempt::Acquired) => {
+                    if let Woke::Stopped = self.refresh_holding(&token).await {
+                        return;
+                    }
+                }
+                Ok(LockAttempt::Held { remaining }) => {
+                    // Another replica (or a reader's miss) is computing; look again after it.
+                    if let Woke::Stopped = self.pause(remaining + Duration::from_millis(10)).await {
+                        return;
+                    }
+                }
+                Err(err) => {
+                    bump(&self.store.counters.backend_errors);
+                    let pause = self.backoff();
+                    tracing::warn!(namespace = self.entry.spec.namespace(), %err, ?pause, "auto-refresh: backend failed; retrying");
+                    if let Woke::Stopped = self.pause(pause).await {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// With the lock held: recompute unless another replica just did, store, release.
+    async fn refresh_holding(&mut self, token: &str) -> Woke {
+        let backend = self.store.backend.clone();
+        // Another replica may have refreshed between our look and our lock.
+        if let Ok(Some(ttl)) = backend.remaining_ttl(&self.key).await {
+            if ttl > self.lock_timeout + self.lock_timeout / 2 && ttl > self.exp / 2 {
+                let _ = backend.unlock(&self.key, token).await;
+                return Woke::Due;
+            }
+        }
+        // A task of its own, so a panic in the user's function is caught and cancellation is ours.
+        let mut task = tokio::spawn((self.entry.recompute)());
+        let outcome = tokio::select! {
+            joined = &mut task => joined,
+            _ = self.stop.changed() => {
+                task.abort();
+                let _ = backend.unlock(&self.key, token).await;
+                return Woke::Stopped;
+            }
+        };
+        let namespace = self.entry.spec.namespace();
+        match outcome {
+            Ok(Some(bytes)) => match backend.store_and_unlock(&self.key, token, &bytes, self.exp).await {
+                Ok(owned) => {
+                    bump(&self.store.counters.computations);
+                    bump(&self.store.counters.refreshes);
+                    self.failures = 0;
+                    if !owned {
+                        tracing::warn!(namespace, "auto-refresh outlived its lock; lock_timeout is shorter than the computation");
+                    }
+                    return Woke::Due;
+                }
+                Err(err) => {
+                    bump(&self.store.counters.backend_errors);
+                    bump(&self.store.counters.store_failures);
+                    tracing::warn!(namespace, %err, "auto-refresh: could not store the new value");
+                }
+            },
+            Ok(None) => {
+                bump(&self.store.counters.refresh_failures);
+                tracing::warn!(namespace, "auto-refresh: the function returned no cacheable value; keeping the old one");
+                let _ = backend.unlock(&self.key, token).await;
+            }
+            Err(join) => {
+                bump(&self.store.counters.refresh_failures);
+                tracing::error!(namespace, error = %join, "auto-refresh: the function panicked; keeping the old value");
+                let _ = backend.unlock(&self.key, token).await;
+            }
+        }
+        let pause = self.backoff();
+        self.pause(pause).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
     fn zero_arg_id_matches_the_macro_encoding() {
-        assert_eq!(
-            crate::__private::cache_id(&()).as_deref(),
-            Some(super::ZERO_ARG_ID)
-        );
+        assert_eq!(crate::__private::cache_id(&()).as_deref(), Some(super::ZERO_ARG_ID));
     }
 }

@@ -5,6 +5,10 @@ use std::sync::{Arc, OnceLock, RwLock};
 
 use crate::backend::{memory::MemoryBackend, Backend};
 use crate::cache::backend_prefix;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::refresh;
 use crate::stats::Stats;
 use crate::store::Store;
 use crate::Error;
@@ -23,7 +27,9 @@ pub(crate) fn current_store() -> Arc<Store> {
 }
 
 /// Installs `backend` as the process-wide backend of `#[cached]` functions and of every
-/// [`Cache`](crate::Cache) without its own backend.
+/// [`Cache`](crate::Cache) without its own backend, and starts one background task per
+/// `#[cached(auto_refresh)]` function linked into the program. Must be called inside a Tokio
+/// runtime.
 ///
 /// Until `init` is called (and after [`Runtime::shutdown`]) everything runs on an embedded
 /// [`MemoryBackend`], with the same semantics inside one process.
@@ -53,13 +59,17 @@ pub async fn init(backend: impl Backend) -> Result<Runtime, Error> {
         }
         *installed = Some(store.clone());
     }
-    Ok(Runtime { store })
+    let (stop, stop_rx) = watch::channel(false);
+    let refreshers = refresh::start_all(&store, &stop_rx);
+    Ok(Runtime { store, stop, refreshers })
 }
 
 /// The handle of an installed backend; see [`init`].
 #[must_use = "dropping the Runtime leaves the backend installed; call `shutdown` to stop it"]
 pub struct Runtime {
     store: Arc<Store>,
+    stop: watch::Sender<bool>,
+    refreshers: Vec<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -76,9 +86,23 @@ impl Runtime {
         self.store.stats()
     }
 
-    /// Uninstalls the backend (later calls use the embedded memory backend until the next
-    /// [`init`]), stops background work and closes the backend's connections.
+    /// Number of running auto-refresh tasks (one per `#[cached(auto_refresh)]` function).
+    pub fn refreshers(&self) -> usize {
+        self.refreshers.iter().filter(|task| !task.is_finished()).count()
+    }
+
+    /// Stops the auto-refresh tasks and waits for them (a refresh in progress is cancelled and
+    /// its lock released), uninstalls the backend (later calls use the embedded memory backend
+    /// until the next [`init`]) and closes the backend's connections.
     pub async fn shutdown(self) {
+        self.stop.send_replace(true);
+        for task in self.refreshers {
+            if let Err(err) = task.await {
+                if err.is_panic() {
+                    tracing::error!(%err, "an auto-refresh task panicked");
+                }
+            }
+        }
         {
             let mut installed = INSTALLED.write().unwrap_or_else(|e| e.into_inner());
             if installed

@@ -36,6 +36,10 @@ pub struct Stats {
     pub backend_errors: u64,
     /// Values that were computed but could not be stored.
     pub store_failures: u64,
+    /// Background auto-refreshes that stored a new value.
+    pub refreshes: u64,
+    /// Background auto-refreshes whose function returned `Err`/`None` or panicked.
+    pub refresh_failures: u64,
 }
 
 #[derive(Debug, Default)]
@@ -48,6 +52,8 @@ pub(crate) struct Counters {
     pub decode_errors: AtomicU64,
     pub backend_errors: AtomicU64,
     pub store_failures: AtomicU64,
+    pub refreshes: AtomicU64,
+    pub refresh_failures: AtomicU64,
 }
 
 pub(crate) fn bump(counter: &AtomicU64) {
@@ -65,6 +71,8 @@ impl Counters {
             decode_errors: self.decode_errors.load(Relaxed),
             backend_errors: self.backend_errors.load(Relaxed),
             store_failures: self.store_failures.load(Relaxed),
+            refreshes: self.refreshes.load(Relaxed),
+            refresh_failures: self.refresh_failures.load(Relaxed),
         }
     }
 }
