@@ -76,8 +76,17 @@ pub struct CacheBuilder<C: Codec = Bincode> {
     namespace: String,
     exp: Duration,
     lock_timeout: Duration,
-    backend: Option<(Arc<dyn Backend>, String)>,
+    store: Option<Arc<Store>>,
     codec: PhantomData<fn() -> C>,
+}
+
+impl CacheBuilder<Bincode> {
+    pub(crate) fn on_store(namespace: String, store: Arc<Store>) -> Self {
+        CacheBuilder {
+            store: Some(store),
+            ..Cache::builder(namespace)
+        }
+    }
 }
 
 impl Cache<Bincode> {
@@ -116,7 +125,7 @@ impl Cache<Bincode> {
             namespace: namespace.into(),
             exp: DEFAULT_EXP,
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
-            backend: None,
+            store: None,
             codec: PhantomData,
         }
     }
@@ -140,7 +149,7 @@ impl<C: Codec> CacheBuilder<C> {
     /// table and [`Stats`].
     pub fn backend(mut self, backend: impl Backend) -> Self {
         let prefix = backend_prefix(&backend);
-        self.backend = Some((Arc::new(backend), prefix));
+        self.store = Some(Arc::new(Store::new(Arc::new(backend), prefix)));
         self
     }
 
@@ -156,7 +165,7 @@ impl<C: Codec> CacheBuilder<C> {
             namespace: self.namespace,
             exp: self.exp,
             lock_timeout: self.lock_timeout,
-            backend: self.backend,
+            store: self.store,
             codec: PhantomData,
         }
     }
@@ -167,9 +176,7 @@ impl<C: Codec> CacheBuilder<C> {
         Ok(Cache {
             namespace: Arc::from(self.namespace),
             policy,
-            store: self
-                .backend
-                .map(|(backend, prefix)| Arc::new(Store::new(backend, prefix))),
+            store: self.store,
             codec: PhantomData,
         })
     }

@@ -4,7 +4,7 @@
 use std::sync::{Arc, OnceLock, RwLock};
 
 use crate::backend::{memory::MemoryBackend, Backend};
-use crate::cache::backend_prefix;
+use crate::cache::{backend_prefix, CacheBuilder};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -50,8 +50,7 @@ pub(crate) fn current_store() -> Arc<Store> {
 /// # Ok(()) }
 /// ```
 pub async fn init(backend: impl Backend) -> Result<Runtime, Error> {
-    let prefix = backend_prefix(&backend);
-    let store = Arc::new(Store::new(Arc::new(backend), prefix));
+    let store = new_store(backend);
     {
         let mut installed = INSTALLED.write().unwrap_or_else(|e| e.into_inner());
         if installed.is_some() {
@@ -59,9 +58,12 @@ pub async fn init(backend: impl Backend) -> Result<Runtime, Error> {
         }
         *installed = Some(store.clone());
     }
-    let (stop, stop_rx) = watch::channel(false);
-    let refreshers = refresh::start_all(&store, &stop_rx);
-    Ok(Runtime { store, stop, refreshers })
+    Ok(Runtime::start(store))
+}
+
+fn new_store(backend: impl Backend) -> Arc<Store> {
+    let prefix = backend_prefix(&backend);
+    Arc::new(Store::new(Arc::new(backend), prefix))
 }
 
 /// The handle of an installed backend; see [`init`].
@@ -81,6 +83,39 @@ impl std::fmt::Debug for Runtime {
 }
 
 impl Runtime {
+    fn start(store: Arc<Store>) -> Runtime {
+        let (stop, stop_rx) = watch::channel(false);
+        let refreshers = refresh::start_all(&store, &stop_rx);
+        Runtime {
+            store,
+            stop,
+            refreshers,
+        }
+    }
+
+    /// Like [`init`], but without installing the backend process-wide: starts the auto-refresh
+    /// tasks on `backend` and hands out caches bound to it through [`Runtime::cache`]. Useful to
+    /// model several replicas in one process (tests, benchmarks) or to run a second store.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), atomcache::Error> {
+    /// let replica = atomcache::Runtime::detached(atomcache::MemoryBackend::new());
+    /// let cache = replica.cache("users").build()?;
+    /// cache.set("1", &"ada").await?;
+    /// assert_eq!(replica.stats().hits, 0);
+    /// replica.shutdown().await;
+    /// # Ok(()) }
+    /// ```
+    pub fn detached(backend: impl Backend) -> Runtime {
+        Runtime::start(new_store(backend))
+    }
+
+    /// Starts building a [`Cache`](crate::Cache) on this runtime's backend (sharing its
+    /// single-flight table and [`Stats`]).
+    pub fn cache(&self, namespace: impl Into<String>) -> CacheBuilder {
+        CacheBuilder::on_store(namespace.into(), self.store.clone())
+    }
+
     /// Counters of the installed store.
     pub fn stats(&self) -> Stats {
         self.store.stats()
@@ -88,7 +123,10 @@ impl Runtime {
 
     /// Number of running auto-refresh tasks (one per `#[cached(auto_refresh)]` function).
     pub fn refreshers(&self) -> usize {
-        self.refreshers.iter().filter(|task| !task.is_finished()).count()
+        self.refreshers
+            .iter()
+            .filter(|task| !task.is_finished())
+            .count()
     }
 
     /// Stops the auto-refresh tasks and waits for them (a refresh in progress is cancelled and
