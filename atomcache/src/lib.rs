@@ -30,6 +30,7 @@ mod cache;
 pub mod codec;
 mod error;
 mod flight;
+pub mod http;
 pub mod key;
 mod refresh;
 mod runtime;

@@ -132,11 +132,16 @@ impl Refresher {
     }
 
     async fn run(mut self) {
-        tracing::debug!(namespace = self.entry.spec.namespace(), "auto-refresh started");
+        tracing::debug!(
+            namespace = self.entry.spec.namespace(),
+            "auto-refresh started"
+        );
         loop {
             // 1. When is the value due? (missing: now)
             let wait = match self.store.backend.remaining_ttl(&self.key).await {
-                Ok(Some(ttl)) => ttl.saturating_sub(self.lock_timeout).saturating_sub(self.jitter()),
+                Ok(Some(ttl)) => ttl
+                    .saturating_sub(self.lock_timeout)
+                    .saturating_sub(self.jitter()),
                 Ok(None) => Duration::ZERO,
                 Err(err) => {
                     bump(&self.store.counters.backend_errors);
@@ -153,7 +158,12 @@ impl Refresher {
             }
             // 2. One replica refreshes: the one that takes the lock.
             let token = new_token();
-            match self.store.backend.try_lock(&self.key, &token, self.lock_timeout).await {
+            match self
+                .store
+                .backend
+                .try_lock(&self.key, &token, self.lock_timeout)
+                .await
+            {
                 Ok(LockAttempt::Acquired) => {
                     if let Woke::Stopped = self.refresh_holding(&token).await {
                         return;
@@ -199,7 +209,10 @@ impl Refresher {
         };
         let namespace = self.entry.spec.namespace();
         match outcome {
-            Ok(Some(bytes)) => match backend.store_and_unlock(&self.key, token, &bytes, self.exp).await {
+            Ok(Some(bytes)) => match backend
+                .store_and_unlock(&self.key, token, &bytes, self.exp)
+                .await
+            {
                 Ok(owned) => {
                     bump(&self.store.counters.computations);
                     bump(&self.store.counters.refreshes);
@@ -217,7 +230,10 @@ impl Refresher {
             },
             Ok(None) => {
                 bump(&self.store.counters.refresh_failures);
-                tracing::warn!(namespace, "auto-refresh: the function returned no cacheable value; keeping the old one");
+                tracing::warn!(
+                    namespace,
+                    "auto-refresh: the function returned no cacheable value; keeping the old one"
+                );
                 let _ = backend.unlock(&self.key, token).await;
             }
             Err(join) => {
@@ -235,6 +251,9 @@ impl Refresher {
 mod tests {
     #[test]
     fn zero_arg_id_matches_the_macro_encoding() {
-        assert_eq!(crate::__private::cache_id(&()).as_deref(), Some(super::ZERO_ARG_ID));
+        assert_eq!(
+            crate::__private::cache_id(&()).as_deref(),
+            Some(super::ZERO_ARG_ID)
+        );
     }
 }

@@ -1,14 +1,15 @@
 //! The locked path: single flight → GET → lock → compute → store+unlock+notify, with waiters
 //! woken by a push, takeover when a holder dies, and fail-open when the store misbehaves.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::{de::DeserializeOwned, Serialize};
 
 use crate::backend::{Backend, LockAttempt, Subscription};
-use crate::codec::{decode_entry, encode_entry, Codec};
+use crate::codec::{decode_entry, encode_entry, split_entry, Codec};
 use crate::flight::{self, Flights, Joined, Landing};
 use crate::stats::{bump, Counters, Stats};
 use crate::{EntryKey, Error};
@@ -93,14 +94,45 @@ impl Store {
         F: FnOnce() -> Fut,
         Fut: Future<Output = O>,
     {
+        // An HTTP request scope (see `crate::http`) may ask for a fresh value and wants the bytes.
+        let request = crate::http::claim();
+        let fresh_since = request.as_ref().and_then(|r| r.fresh_since());
+        let (out, raw) = self
+            .coalesced::<C, O, F, Fut>(key, policy, fresh_since, compute)
+            .await;
+        if let Some(request) = request {
+            request.record(raw, policy.exp);
+        }
+        out
+    }
+
+    /// Single flight in front of the locked path. Fresh requests (no-cache) fly separately: they
+    /// must not be answered with the value a normal flight read.
+    async fn coalesced<C, O, F, Fut>(
+        &self,
+        key: &EntryKey,
+        policy: Policy,
+        fresh_since: Option<SystemTime>,
+        compute: F,
+    ) -> (O, Option<Arc<[u8]>>)
+    where
+        C: Codec,
+        O: Outcome,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = O>,
+    {
+        let flight_key = match fresh_since {
+            None => Cow::Borrowed(key.base()),
+            Some(_) => Cow::Owned(format!("{}!fresh", key.base())),
+        };
         let mut rounds = 0;
         while rounds < MAX_FOLLOW_ROUNDS {
-            match self.flights.join(key.base()) {
+            match self.flights.join(&flight_key) {
                 Joined::Follower(rx) => {
                     bump(&self.counters.coalesced);
                     match flight::wait(rx).await {
                         Some(Landing::Value(bytes)) => match decode_entry::<C, O::Value>(&bytes) {
-                            Ok((_, value)) => return O::from_value(value),
+                            Ok((_, value)) => return (O::from_value(value), Some(bytes)),
                             Err(err) => {
                                 // The leader validated these bytes; this can only be a codec bug.
                                 tracing::warn!(key = key.base(), %err, "shared value did not decode");
@@ -111,16 +143,16 @@ impl Store {
                     }
                 }
                 Joined::Leader(guard) => {
-                    let (out, shared) =
-                        self.locked_path::<C, O, F, Fut>(key, policy, compute).await;
-                    guard.land(shared.map_or(Landing::Failed, Landing::Value));
-                    return out;
+                    let (out, shared) = self
+                        .locked_path::<C, O, F, Fut>(key, policy, fresh_since, compute)
+                        .await;
+                    guard.land(shared.clone().map_or(Landing::Failed, Landing::Value));
+                    return (out, shared);
                 }
             }
         }
-        self.locked_path::<C, O, F, Fut>(key, policy, compute)
+        self.locked_path::<C, O, F, Fut>(key, policy, fresh_since, compute)
             .await
-            .0
     }
 
     /// GET, then on a miss the distributed lock. Returns the output and the stored bytes to share.
@@ -128,6 +160,7 @@ impl Store {
         &self,
         key: &EntryKey,
         policy: Policy,
+        fresh_since: Option<SystemTime>,
         compute: F,
     ) -> (O, Option<Arc<[u8]>>)
     where
@@ -136,7 +169,7 @@ impl Store {
         F: FnOnce() -> Fut,
         Fut: Future<Output = O>,
     {
-        match self.peek::<C, O>(key).await {
+        match self.peek::<C, O>(key, fresh_since).await {
             Ok(Some(hit)) => return hit,
             Ok(None) => bump(&self.counters.misses),
             Err(err) => {
@@ -179,7 +212,7 @@ impl Store {
                     }
                 },
             };
-            match self.peek::<C, O>(key).await {
+            match self.peek::<C, O>(key, fresh_since).await {
                 Ok(Some(hit)) => return hit,
                 Ok(None) => {}
                 Err(err) => {
@@ -191,7 +224,7 @@ impl Store {
             let bound = remaining.min(policy.lock_timeout) + WAIT_MARGIN;
             let woken = tokio::time::timeout(bound, sub.woken()).await.is_ok();
             if woken {
-                match self.peek::<C, O>(key).await {
+                match self.peek::<C, O>(key, fresh_since).await {
                     Ok(Some(hit)) => return hit,
                     Ok(None) => {}
                     Err(err) => {
@@ -206,14 +239,21 @@ impl Store {
         }
     }
 
-    /// Reads and decodes the entry; bytes that do not decode count as a miss.
+    /// Reads and decodes the entry; bytes that do not decode count as a miss, and so does a
+    /// value written before `fresh_since` (a no-cache request wants a newer one).
     async fn peek<C: Codec, O: Outcome>(
         &self,
         key: &EntryKey,
+        fresh_since: Option<SystemTime>,
     ) -> Result<Option<(O, Option<Arc<[u8]>>)>, Error> {
         let Some(raw) = self.backend.get(key).await? else {
             return Ok(None);
         };
+        if let (Some(since), Ok((meta, _))) = (fresh_since, split_entry::<C>(&raw)) {
+            if meta.written_at < since {
+                return Ok(None);
+            }
+        }
         match decode_entry::<C, O::Value>(&raw) {
             Ok((_, value)) => {
                 bump(&self.counters.hits);
