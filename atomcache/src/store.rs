@@ -240,7 +240,7 @@ impl Store {
     }
 
     /// Reads and decodes the entry; bytes that do not decode count as a miss, and so does a
-    /// value written before `fresh_since` (a no-cache request wants a newer one).
+    /// value written no later than `fresh_since` (a no-cache request wants a newer one).
     async fn peek<C: Codec, O: Outcome>(
         &self,
         key: &EntryKey,
@@ -250,7 +250,9 @@ impl Store {
             return Ok(None);
         };
         if let (Some(since), Ok((meta, _))) = (fresh_since, split_entry::<C>(&raw)) {
-            if meta.written_at < since {
+            // Millisecond resolution: a value written in the request's own millisecond was
+            // computed before the request started.
+            if meta.written_at <= since {
                 return Ok(None);
             }
         }
