@@ -77,6 +77,68 @@ pub fn cache_id<A: Serialize + ?Sized>(args: &A) -> Option<String> {
     }
 }
 
+/// One part of a cache id (a type name, a const parameter, an argument or the `key`), already
+/// encoded. Encoding each part on its own keeps the compile error about a bad argument on that
+/// argument alone.
+pub struct IdPart(Result<String, serde_json::Error>);
+
+/// Encodes one argument of a `#[cached]` function (or a type name, or a const parameter).
+pub fn id_part<T: CacheArg + ?Sized>(value: &T) -> IdPart {
+    IdPart(serde_json::to_string(value))
+}
+
+/// The value of a `key = ..` expression.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a cache id: the `key = ..` expression of #[cached] must implement `Serialize`",
+    label = "this expression must implement serde's `Serialize`",
+    note = "use a string (`key = format!(..)`), a number, or a tuple of serialisable values"
+)]
+pub trait CacheKey: Serialize {}
+impl<T: Serialize + ?Sized> CacheKey for T {}
+
+/// Encodes the `key = ..` expression of a `#[cached]` function.
+pub fn key_part<T: CacheKey + ?Sized>(value: &T) -> IdPart {
+    IdPart(serde_json::to_string(value))
+}
+
+/// Joins the parts into the id: exactly [`cache_id`] of the tuple of the parts (`null` for none,
+/// the part alone for one, a JSON array for more), so ids read the same in `redis-cli` whichever
+/// way they were built. `None` (logged) when a part did not serialise; the call then bypasses the
+/// cache.
+pub fn build_id(parts: &[IdPart]) -> Option<String> {
+    let mut encoded = Vec::with_capacity(parts.len());
+    for IdPart(part) in parts {
+        match part {
+            Ok(json) => encoded.push(json.as_str()),
+            Err(err) => {
+                tracing::warn!(%err, "arguments did not serialise into a cache id; calling without the cache");
+                return None;
+            }
+        }
+    }
+    Some(match encoded.as_slice() {
+        [] => "null".to_owned(),
+        [one] => (*one).to_owned(),
+        many => format!("[{}]", many.join(",")),
+    })
+}
+
+/// The namespaces of the registered `auto_refresh` functions (for tests).
+#[doc(hidden)]
+pub fn registered_namespaces() -> Vec<&'static str> {
+    crate::refresh::registered()
+        .map(|entry| entry.spec.namespace())
+        .collect()
+}
+
+/// The recomputation registered for `namespace` by an `auto_refresh` function (for tests).
+#[doc(hidden)]
+pub fn registered_recompute(namespace: &str) -> Option<fn() -> Recompute> {
+    crate::refresh::registered()
+        .find(|entry| entry.spec.namespace() == namespace)
+        .map(|entry| entry.recompute)
+}
+
 /// Converts a `key = ...` expression into an id.
 pub fn custom_id<K: std::fmt::Display + ?Sized>(key: &K) -> Option<String> {
     Some(key.to_string())
@@ -212,4 +274,29 @@ where
     Fut: Future<Output = Option<T>> + Send + 'static,
 {
     recompute(spec, async { Optional(fut.await) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn build_id_matches_cache_id_of_the_tuple() {
+        assert_eq!(build_id(&[]), cache_id(&()));
+        assert_eq!(build_id(&[id_part(&7u32)]), cache_id(&7u32));
+        assert_eq!(
+            build_id(&[id_part(&7u32), id_part("a,b"), id_part(&[1, 2])]),
+            cache_id(&(7u32, "a,b", [1, 2]))
+        );
+        assert_eq!(
+            build_id(&[key_part(&(1, "x"))]).as_deref(),
+            Some("[1,\"x\"]")
+        );
+    }
+
+    #[test]
+    fn a_part_that_does_not_serialise_bypasses_the_cache() {
+        let map: std::collections::HashMap<(u8, u8), u8> = [((1, 2), 3)].into();
+        assert_eq!(build_id(&[id_part(&1u8), id_part(&map)]), None);
+    }
 }

@@ -1,0 +1,376 @@
+//! Parses `#[cached(..)]`'s attribute into [`Args`]: which options were given, with the span of
+//! each so that later passes can point at the offending token. Only the syntax is checked here;
+//! whether the options make sense together (and with the function) is `validate`'s job.
+
+use proc_macro2::Span;
+use syn::ext::IdentExt as _;
+use syn::parse::{Parse, ParseStream};
+use syn::punctuated::Punctuated;
+use syn::spanned::Spanned as _;
+use syn::{Expr, Ident, Lit, LitStr, Token, Type};
+
+/// The options of `#[cached(..)]`, custom keywords so that a misspelt option is an error.
+pub(crate) mod kw {
+    syn::custom_keyword!(exp);
+    syn::custom_keyword!(lock_timeout);
+    syn::custom_keyword!(auto_refresh);
+    syn::custom_keyword!(namespace);
+    syn::custom_keyword!(key);
+    syn::custom_keyword!(skip);
+    syn::custom_keyword!(codec);
+    syn::custom_keyword!(cache_none);
+}
+
+/// Every option name, in the order the documentation lists them.
+pub(crate) const OPTIONS: &[&str] = &[
+    "exp",
+    "lock_timeout",
+    "auto_refresh",
+    "namespace",
+    "key",
+    "skip",
+    "cache_none",
+    "codec",
+];
+
+/// The attribute as written.
+#[derive(Default)]
+pub(crate) struct Args {
+    pub exp: Option<DurationArg>,
+    pub lock_timeout: Option<DurationArg>,
+    /// The span of the `auto_refresh` flag.
+    pub auto_refresh: Option<Span>,
+    pub namespace: Option<LitStr>,
+    pub key: Option<KeyArg>,
+    pub skip: Option<SkipArg>,
+    /// The span of the `cache_none` flag.
+    pub cache_none: Option<Span>,
+    pub codec: Option<Type>,
+}
+
+/// A duration, in milliseconds, with the span of the literal that gave it.
+#[derive(Clone, Copy)]
+pub(crate) struct DurationArg {
+    pub millis: u64,
+    pub span: Span,
+}
+
+/// `key = <expr>`.
+pub(crate) struct KeyArg {
+    pub keyword: Span,
+    pub expr: Expr,
+}
+
+/// `skip(a, b)`: the names, `self` included.
+pub(crate) struct SkipArg {
+    pub keyword: Span,
+    pub names: Vec<Ident>,
+}
+
+impl Parse for Args {
+    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        let mut args = Args::default();
+        while !input.is_empty() {
+            let lookahead = input.lookahead1();
+            if lookahead.peek(kw::exp) {
+                let keyword: kw::exp = input.parse()?;
+                let value = parse_duration_value(input, "exp")?;
+                set_once(&mut args.exp, value, keyword.span, "exp")?;
+            } else if lookahead.peek(kw::lock_timeout) {
+                let keyword: kw::lock_timeout = input.parse()?;
+                let value = parse_duration_value(input, "lock_timeout")?;
+                set_once(&mut args.lock_timeout, value, keyword.span, "lock_timeout")?;
+            } else if lookahead.peek(kw::auto_refresh) {
+                let keyword: kw::auto_refresh = input.parse()?;
+                no_value(input, "auto_refresh")?;
+                set_once(
+                    &mut args.auto_refresh,
+                    keyword.span,
+                    keyword.span,
+                    "auto_refresh",
+                )?;
+            } else if lookahead.peek(kw::cache_none) {
+                let keyword: kw::cache_none = input.parse()?;
+                no_value(input, "cache_none")?;
+                set_once(
+                    &mut args.cache_none,
+                    keyword.span,
+                    keyword.span,
+                    "cache_none",
+                )?;
+            } else if lookahead.peek(kw::namespace) {
+                let keyword: kw::namespace = input.parse()?;
+                input.parse::<Token![=]>()?;
+                let value = parse_str(input, "namespace", "namespace = \"users\"")?;
+                set_once(&mut args.namespace, value, keyword.span, "namespace")?;
+            } else if lookahead.peek(kw::key) {
+                let keyword: kw::key = input.parse()?;
+                input.parse::<Token![=]>()?;
+                let expr: Expr = input.parse()?;
+                let value = KeyArg {
+                    keyword: keyword.span,
+                    expr,
+                };
+                set_once(&mut args.key, value, keyword.span, "key")?;
+            } else if lookahead.peek(kw::skip) {
+                let keyword: kw::skip = input.parse()?;
+                if !input.peek(syn::token::Paren) {
+                    return Err(syn::Error::new(
+                        keyword.span,
+                        "`skip` lists the arguments to leave out of the cache id: `skip(db, client)`",
+                    ));
+                }
+                let content;
+                syn::parenthesized!(content in input);
+                // `Ident::parse_any` so that `skip(self)` works.
+                let names = Punctuated::<Ident, Token![,]>::parse_terminated_with(
+                    &content,
+                    Ident::parse_any,
+                )?;
+                let value = SkipArg {
+                    keyword: keyword.span,
+                    names: names.into_iter().collect(),
+                };
+                set_once(&mut args.skip, value, keyword.span, "skip")?;
+            } else if lookahead.peek(kw::codec) {
+                let keyword: kw::codec = input.parse()?;
+                input.parse::<Token![=]>()?;
+                let codec: Type = input.parse()?;
+                set_once(&mut args.codec, codec, keyword.span, "codec")?;
+            } else if input.peek(Ident::peek_any) {
+                let unknown = input.call(Ident::parse_any)?;
+                return Err(unknown_option(&unknown));
+            } else {
+                return Err(lookahead.error());
+            }
+            if input.is_empty() {
+                break;
+            }
+            input.parse::<Token![,]>()?;
+        }
+        Ok(args)
+    }
+}
+
+fn set_once<T>(slot: &mut Option<T>, value: T, span: Span, name: &str) -> syn::Result<()> {
+    if slot.is_some() {
+        return Err(syn::Error::new(
+            span,
+            format!("`{name}` is given more than once"),
+        ));
+    }
+    *slot = Some(value);
+    Ok(())
+}
+
+fn no_value(input: ParseStream<'_>, name: &str) -> syn::Result<()> {
+    if input.peek(Token![=]) || input.peek(syn::token::Paren) {
+        let span = input
+            .cursor()
+            .token_tree()
+            .map_or_else(Span::call_site, |(tt, _)| tt.span());
+        return Err(syn::Error::new(
+            span,
+            format!("`{name}` is a flag and takes no value: write `{name}` alone"),
+        ));
+    }
+    Ok(())
+}
+
+fn parse_str(input: ParseStream<'_>, name: &str, example: &str) -> syn::Result<LitStr> {
+    let expr: Expr = input.parse()?;
+    match expr {
+        Expr::Lit(syn::ExprLit {
+            lit: Lit::Str(lit), ..
+        }) => Ok(lit),
+        other => Err(syn::Error::new(
+            other.span(),
+            format!("`{name}` takes a string literal, e.g. `{example}`"),
+        )),
+    }
+}
+
+/// `= 600` (whole seconds) or `= "10m"` / `= "1h30m"` / `= "500ms"`.
+fn parse_duration_value(input: ParseStream<'_>, name: &str) -> syn::Result<DurationArg> {
+    input.parse::<Token![=]>()?;
+    let expr: Expr = input.parse()?;
+    let wrong = |span: Span| {
+        syn::Error::new(
+            span,
+            format!(
+                "`{name}` takes whole seconds or a duration string: `{name} = 600` or `{name} = \"10m\"`"
+            ),
+        )
+    };
+    let Expr::Lit(syn::ExprLit { lit, .. }) = &expr else {
+        return Err(wrong(expr.span()));
+    };
+    let span = lit.span();
+    let millis = match lit {
+        Lit::Int(int) => {
+            if !matches!(int.suffix(), "" | "u8" | "u16" | "u32" | "u64" | "usize") {
+                return Err(wrong(span));
+            }
+            let secs: u64 = int.base10_parse().map_err(|_| wrong(span))?;
+            secs.checked_mul(1000)
+                .ok_or_else(|| syn::Error::new(span, format!("`{name}` is too large")))?
+        }
+        Lit::Str(text) => parse_humane(&text.value()).map_err(|why| {
+            syn::Error::new(
+                span,
+                format!(
+                    "`{name}`: {why}; write e.g. \"90s\", \"10m\", \"1h30m\", \"500ms\" or \"2d\""
+                ),
+            )
+        })?,
+        _ => return Err(wrong(span)),
+    };
+    Ok(DurationArg { millis, span })
+}
+
+/// Parses `"1h30m"`, `"10m"`, `"500ms"`, `"2d"`, `"1h 30m"` into milliseconds.
+pub(crate) fn parse_humane(text: &str) -> Result<u64, String> {
+    let mut total: u64 = 0;
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return Err("empty duration".into());
+    }
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return Err(format!("expected a number at `{rest}`"));
+        }
+        let number: u64 = rest[..digits]
+            .parse()
+            .map_err(|_| "number too large".to_string())?;
+        rest = rest[digits..].trim_start();
+        let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
+        let unit = &rest[..unit_len];
+        let per_unit: u64 = match unit {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            "" => return Err(format!("`{number}` has no unit")),
+            other => return Err(format!("unknown unit `{other}` (use ms, s, m, h or d)")),
+        };
+        total = number
+            .checked_mul(per_unit)
+            .and_then(|ms| total.checked_add(ms))
+            .ok_or_else(|| "duration too large".to_string())?;
+        rest = rest[unit_len..].trim_start();
+    }
+    Ok(total)
+}
+
+fn unknown_option(unknown: &Ident) -> syn::Error {
+    let name = unknown.to_string();
+    let suggestion = match name.as_str() {
+        "ttl" | "expire" | "expires" | "expiry" | "expiration" | "timeout" => Some("exp"),
+        "lock" | "lock_ttl" | "lock_timeout_secs" => Some("lock_timeout"),
+        "refresh" | "autorefresh" => Some("auto_refresh"),
+        "prefix" | "name" => Some("namespace"),
+        "skip_args" | "ignore" => Some("skip"),
+        _ => OPTIONS
+            .iter()
+            .copied()
+            .filter(|option| edit_distance(option, &name) <= 2)
+            .min_by_key(|option| edit_distance(option, &name)),
+    };
+    let hint = match suggestion {
+        Some(option) => format!("; did you mean `{option}`?"),
+        None => format!("; expected one of: {}", OPTIONS.join(", ")),
+    };
+    syn::Error::new(
+        unknown.span(),
+        format!("unknown #[cached] option `{name}`{hint}"),
+    )
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut previous = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let substituted = previous + usize::from(ca != cb);
+            previous = row[j + 1];
+            row[j + 1] = substituted.min(row[j] + 1).min(previous + 1);
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn humane_durations() {
+        assert_eq!(parse_humane("10m"), Ok(600_000));
+        assert_eq!(parse_humane("500ms"), Ok(500));
+        assert_eq!(parse_humane("1h30m"), Ok(5_400_000));
+        assert_eq!(parse_humane("1h 30m"), Ok(5_400_000));
+        assert_eq!(parse_humane(" 2d "), Ok(172_800_000));
+        assert_eq!(parse_humane("0s"), Ok(0));
+        assert!(parse_humane("").is_err());
+        assert!(parse_humane("10").is_err());
+        assert!(parse_humane("m").is_err());
+        assert!(parse_humane("10 minutes").is_err());
+        assert!(parse_humane("1.5h").is_err());
+        assert!(parse_humane("99999999999999999999d").is_err());
+    }
+
+    #[test]
+    fn parses_every_option() {
+        let args: Args = syn::parse_quote!(
+            exp = "10m",
+            lock_timeout = 3,
+            auto_refresh,
+            namespace = "n",
+            key = a.id,
+            skip(self, db),
+            cache_none,
+            codec = ::atomcache::Json
+        );
+        assert_eq!(args.exp.map(|d| d.millis), Some(600_000));
+        assert_eq!(args.lock_timeout.map(|d| d.millis), Some(3_000));
+        assert!(args.auto_refresh.is_some() && args.cache_none.is_some());
+        assert_eq!(args.namespace.map(|n| n.value()).as_deref(), Some("n"));
+        assert!(args.key.is_some() && args.codec.is_some());
+        let skip: Vec<String> = args
+            .skip
+            .unwrap()
+            .names
+            .iter()
+            .map(|i| i.to_string())
+            .collect();
+        assert_eq!(skip, ["self", "db"]);
+    }
+
+    #[test]
+    fn rejects() {
+        let err = |tokens: proc_macro2::TokenStream| {
+            syn::parse2::<Args>(tokens)
+                .err()
+                .expect("should fail")
+                .to_string()
+        };
+        assert!(err(quote::quote!(exp = 1, exp = 2)).contains("more than once"));
+        assert!(err(quote::quote!(expiry = 1)).contains("did you mean `exp`"));
+        assert!(err(quote::quote!(exp = 1.5)).contains("whole seconds"));
+        assert!(err(quote::quote!(exp = "soon")).contains("write e.g."));
+        assert!(err(quote::quote!(namespace = users)).contains("string literal"));
+        assert!(err(quote::quote!(auto_refresh = true)).contains("flag"));
+        assert!(err(quote::quote!(skip = a)).contains("skip(db, client)"));
+    }
+
+    #[test]
+    fn distance() {
+        assert_eq!(edit_distance("exp", "exp"), 0);
+        assert_eq!(edit_distance("exp", "epx"), 2);
+        assert_eq!(edit_distance("namespace", "namespac"), 1);
+    }
+}

@@ -1,0 +1,181 @@
+//! Emits the cached function and its `<name>_invalidate` companion from a checked [`Plan`].
+//! Every path goes through `::atomcache::__private`, so a user crate needs no other dependency.
+
+use proc_macro2::{Literal, Span, TokenStream};
+use quote::{quote, quote_spanned};
+use syn::spanned::Spanned as _;
+use syn::Attribute;
+
+use crate::item::CachedFn;
+use crate::validate::{Companion, IdSource, Kind, Plan, ScopePart};
+
+pub(crate) fn expand(plan: &Plan) -> TokenStream {
+    let CachedFn {
+        attrs,
+        vis,
+        sig,
+        body,
+    } = &plan.func;
+    let spec = spec_static(plan);
+    let id = id_expr(&plan.scope, &plan.id);
+    let ret = &plan.ret;
+    // The call carries the return type's span, so "`X` cannot be cached" points at `-> X`.
+    let call = match plan.kind {
+        Kind::Plain => quote_spanned!(plan.ret_span=> ::atomcache::__private::call),
+        Kind::Result => quote_spanned!(plan.ret_span=> ::atomcache::__private::call_result),
+        Kind::Option => quote_spanned!(plan.ret_span=> ::atomcache::__private::call_option),
+    };
+
+    let cached_body = if plan.auto_refresh {
+        let recompute = match plan.kind {
+            Kind::Plain => quote_spanned!(plan.ret_span=> ::atomcache::__private::recompute_plain),
+            Kind::Result => {
+                quote_spanned!(plan.ret_span=> ::atomcache::__private::recompute_result)
+            }
+            Kind::Option => {
+                quote_spanned!(plan.ret_span=> ::atomcache::__private::recompute_option)
+            }
+        };
+        // The body becomes a nested `async fn`, run both by the cached call and by the
+        // background refresher registered through `inventory`.
+        quote! {
+            #spec
+            async fn __atomcache_body() -> #ret #body
+            fn __atomcache_refresh() -> ::atomcache::__private::Recompute {
+                #recompute(&__ATOMCACHE_SPEC, __atomcache_body())
+            }
+            ::atomcache::__private::inventory::submit! {
+                ::atomcache::__private::AutoRefresh::new(&__ATOMCACHE_SPEC, __atomcache_refresh)
+            }
+            #call(&__ATOMCACHE_SPEC, #id, __atomcache_body()).await
+        }
+    } else {
+        let id_var = quote_spanned!(Span::mixed_site()=> __atomcache_id);
+        let destructure = plan
+            .destructure
+            .iter()
+            .map(|(pat, ident)| quote!(let #pat = #ident;));
+        // The async block's output is pinned to the declared return type before the body runs
+        // (the same trick as `tracing::instrument`), so `return` and `?` inside the body infer
+        // exactly as they did in the plain function.
+        quote! {
+            #spec
+            let #id_var = #id;
+            #call(&__ATOMCACHE_SPEC, #id_var, async move {
+                #[allow(
+                    unknown_lints,
+                    unreachable_code,
+                    clippy::diverging_sub_expression,
+                    clippy::empty_loop,
+                    clippy::let_unit_value,
+                    clippy::let_with_type_underscore,
+                    clippy::needless_return,
+                    clippy::unreachable
+                )]
+                if false {
+                    let __atomcache_return: #ret = loop {};
+                    return __atomcache_return;
+                }
+                #(#destructure)*
+                #body
+            })
+            .await
+        }
+    };
+
+    let companion = companion(
+        &plan.func,
+        &plan.companion,
+        &quote! {
+            #spec
+            ::atomcache::__private::invalidate(&__ATOMCACHE_SPEC, #id).await
+        },
+    );
+
+    quote! {
+        #(#attrs)*
+        #vis #sig {
+            #cached_body
+        }
+
+        #companion
+    }
+}
+
+/// `static __ATOMCACHE_SPEC`, emitted in both the function and its companion (they hold the
+/// same namespace, so they address the same entries).
+fn spec_static(plan: &Plan) -> TokenStream {
+    let ty = match &plan.codec {
+        Some(codec) => quote_spanned!(codec.span()=> ::atomcache::__private::Spec<#codec>),
+        None => quote!(::atomcache::__private::Spec),
+    };
+    let namespace = &plan.namespace;
+    let exp = Literal::u64_unsuffixed(plan.exp_ms);
+    let lock_timeout = Literal::u64_unsuffixed(plan.lock_timeout_ms);
+    quote! {
+        static __ATOMCACHE_SPEC: #ty =
+            ::atomcache::__private::Spec::new(#namespace, #exp, #lock_timeout);
+    }
+}
+
+/// The id: the JSON array of its parts (a single part alone; no part at all is `null`).
+fn id_expr(scope: &[ScopePart], source: &IdSource) -> TokenStream {
+    let mut parts: Vec<TokenStream> = scope
+        .iter()
+        .map(|part| match part {
+            ScopePart::SelfType => {
+                quote!(::atomcache::__private::id_part(::core::any::type_name::<
+                    Self,
+                >()))
+            }
+            ScopePart::Type(ident) => {
+                quote!(::atomcache::__private::id_part(::core::any::type_name::<#ident>()))
+            }
+            ScopePart::Const(ident) => quote!(::atomcache::__private::id_part(&#ident)),
+        })
+        .collect();
+    match source {
+        IdSource::Args(args) => parts.extend(args.iter().map(|(ident, span)| {
+            // Spanned at the argument's type: "`X` cannot be part of a cache id" points there.
+            quote_spanned!(*span=> ::atomcache::__private::id_part(&#ident))
+        })),
+        IdSource::Key(expr) => {
+            parts.push(quote_spanned!(expr.span()=> ::atomcache::__private::key_part(&(#expr))))
+        }
+    }
+    quote!(::atomcache::__private::build_id(&[#(#parts),*]))
+}
+
+/// `<name>_invalidate`: same visibility and generics, the arguments that make up the id.
+pub(crate) fn companion(func: &CachedFn, companion: &Companion, body: &TokenStream) -> TokenStream {
+    let CachedFn {
+        attrs, vis, sig, ..
+    } = func;
+    let cfgs = attrs.iter().filter(|attr| is_cfg(attr));
+    let ident = &companion.ident;
+    let (generics, _, where_clause) = sig.generics.split_for_impl();
+    let receiver = companion.receiver.iter();
+    let names = companion.params.iter().map(|(name, _)| name);
+    let types = companion.params.iter().map(|(_, ty)| ty);
+    let doc = format!(
+        " Drops the value that the `#[atomcache::cached]` function `{}` stored for these \
+         arguments; the next call computes it again.\n\n # Errors\n\n Fails when the store \
+         cannot be reached.",
+        sig.ident
+    );
+    quote! {
+        #(#cfgs)*
+        #[doc = #doc]
+        #[allow(unused_variables, clippy::unused_async)]
+        #vis async fn #ident #generics (#(#receiver,)* #(#names: #types),*)
+            -> ::core::result::Result<(), ::atomcache::Error>
+        #where_clause
+        {
+            #body
+        }
+    }
+}
+
+fn is_cfg(attr: &Attribute) -> bool {
+    attr.path().is_ident("cfg")
+}
