@@ -1,0 +1,254 @@
+//! Scenario 1: a warm hit, against the raw `redis` GET of the same bytes and, for the memory
+//! backend, against `moka::future::Cache::get`.
+//!
+//! ```text
+//! cargo bench -p atomcache-bench --bench hit
+//! ```
+//!
+//! Starts its own redis-server. Criterion prints each contender's time; the ratio tables at the
+//! end come from an interleaved A/B run (see `atomcache_bench::Paired`).
+
+use std::hint::black_box;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use atomcache::{Cache, MemoryBackend, RedisBackend};
+use atomcache_bench::{
+    payload, print_header, print_ratios, quick, raw_connection, runtime, timed, timed_callers,
+    Paired, Row, Timed, VALUE_LEN,
+};
+use atomcache_tests::RedisServer;
+use criterion::{Criterion, Throughput};
+
+/// Concurrent callers of the concurrent variants.
+const CALLERS: usize = 64;
+
+/// TODO(macro): switch to `#[atomcache::cached]` once atomcache-macros emits the cached path;
+/// until then `Cache::get_or_compute` is measured, which walks the same `Store::resolve` path.
+const ATOMCACHE: &str = "atomcache get_or_compute";
+const RAW: &str = "redis GET";
+
+fn missed<T>() -> T {
+    panic!("a warm key missed: the benchmark would measure computations, not hits")
+}
+
+fn main() {
+    print_header("Scenario 1: warm hit");
+    let server = RedisServer::start();
+    let rt = runtime();
+    let value = payload(VALUE_LEN);
+
+    // atomcache on Redis, with 64 warm entries "0".."63".
+    let cache = rt.block_on(async {
+        let backend = RedisBackend::connect(&server.url())
+            .await
+            .expect("connect atomcache to the bench server");
+        let cache = Cache::builder("bench-hit")
+            .exp(Duration::from_secs(3600))
+            .backend(backend)
+            .build()
+            .expect("cache settings");
+        for i in 0..CALLERS {
+            let v = value.clone();
+            let _: String = cache.get_or_compute(&i.to_string(), || async { v }).await;
+        }
+        cache
+    });
+    // The raw baseline reads the very bytes atomcache stored (header + bincode), at raw keys.
+    let ids: Arc<Vec<String>> = Arc::new((0..CALLERS).map(|i| i.to_string()).collect());
+    let raw_keys: Arc<Vec<String>> = Arc::new((0..CALLERS).map(|i| format!("raw:{i}")).collect());
+    let stored_len = rt.block_on(async {
+        let mut len = 0;
+        for (id, raw_key) in ids.iter().zip(raw_keys.iter()) {
+            let bytes = server
+                .get_raw(&cache.key(id).value())
+                .await
+                .expect("the warm-up stored a value");
+            len = bytes.len();
+            server.set_raw(raw_key, &bytes, None).await;
+        }
+        len
+    });
+    println!("value: a {VALUE_LEN}-byte String, {stored_len} bytes stored (header + bincode); the raw GET reads the same {stored_len} bytes");
+    let conn = rt.block_on(raw_connection(&server.url()));
+
+    // Memory backend vs moka.
+    let mem_cache = Cache::builder("bench-mem")
+        .exp(Duration::from_secs(3600))
+        .backend(MemoryBackend::new())
+        .build()
+        .expect("cache settings");
+    let moka: moka::future::Cache<String, String> = moka::future::Cache::builder()
+        .time_to_live(Duration::from_secs(3600))
+        .build();
+    rt.block_on(async {
+        let v = value.clone();
+        let _: String = mem_cache.get_or_compute("0", || async { v }).await;
+        moka.insert("0".to_owned(), value.clone()).await;
+    });
+
+    let seq_raw: Timed = {
+        let (rt, conn) = (rt.clone(), conn.clone());
+        Rc::new(move |iters| {
+            let conn = conn.clone();
+            timed(&rt, iters, move |_| {
+                let mut conn = conn.clone();
+                async move {
+                    let v: Option<Vec<u8>> = redis::cmd("GET")
+                        .arg("raw:0")
+                        .query_async(&mut conn)
+                        .await
+                        .expect("raw GET");
+                    black_box(v.unwrap_or_else(missed));
+                }
+            })
+        })
+    };
+    let seq_atomcache: Timed = {
+        let (rt, cache) = (rt.clone(), cache.clone());
+        Rc::new(move |iters| {
+            let cache = cache.clone();
+            timed(&rt, iters, move |_| {
+                let cache = cache.clone();
+                async move {
+                    let v: String = cache.get_or_compute("0", || async { missed() }).await;
+                    black_box(v);
+                }
+            })
+        })
+    };
+    let conc_raw = |one_key: bool| -> Timed {
+        let (rt, conn, keys) = (rt.clone(), conn.clone(), raw_keys.clone());
+        Rc::new(move |iters| {
+            let (conn, keys) = (conn.clone(), keys.clone());
+            timed_callers(&rt, iters, CALLERS, move |caller, _| {
+                let mut conn = conn.clone();
+                let keys = keys.clone();
+                async move {
+                    let key = &keys[if one_key { 0 } else { caller }];
+                    let v: Option<Vec<u8>> = redis::cmd("GET")
+                        .arg(key)
+                        .query_async(&mut conn)
+                        .await
+                        .expect("raw GET");
+                    black_box(v.unwrap_or_else(missed));
+                }
+            })
+        })
+    };
+    let conc_atomcache = |one_key: bool| -> Timed {
+        let (rt, cache, ids) = (rt.clone(), cache.clone(), ids.clone());
+        Rc::new(move |iters| {
+            let (cache, ids) = (cache.clone(), ids.clone());
+            timed_callers(&rt, iters, CALLERS, move |caller, _| {
+                let cache = cache.clone();
+                let ids = ids.clone();
+                async move {
+                    let id = &ids[if one_key { 0 } else { caller }];
+                    let v: String = cache.get_or_compute(id, || async { missed() }).await;
+                    black_box(v);
+                }
+            })
+        })
+    };
+    let mem_atomcache: Timed = {
+        let (rt, cache) = (rt.clone(), mem_cache.clone());
+        Rc::new(move |iters| {
+            let cache = cache.clone();
+            timed(&rt, iters, move |_| {
+                let cache = cache.clone();
+                async move {
+                    let v: String = cache.get_or_compute("0", || async { missed() }).await;
+                    black_box(v);
+                }
+            })
+        })
+    };
+    let mem_moka: Timed = {
+        let (rt, moka) = (rt.clone(), moka.clone());
+        Rc::new(move |iters| {
+            let moka = moka.clone();
+            timed(&rt, iters, move |_| {
+                let moka = moka.clone();
+                async move {
+                    black_box(moka.get("0").await.unwrap_or_else(missed));
+                }
+            })
+        })
+    };
+
+    let sequential = [(RAW, seq_raw), (ATOMCACHE, seq_atomcache)];
+    let distinct = [(RAW, conc_raw(false)), (ATOMCACHE, conc_atomcache(false))];
+    let one_key = [(RAW, conc_raw(true)), (ATOMCACHE, conc_atomcache(true))];
+    let memory = [
+        ("moka::future::Cache::get", mem_moka),
+        ("atomcache memory get_or_compute", mem_atomcache),
+    ];
+
+    // Criterion: each contender on its own, with its statistics.
+    let mut c = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(20)
+        .configure_from_args();
+    criterion_group(&mut c, "hit/sequential", &sequential, 1);
+    criterion_group(&mut c, "hit/64 callers, 64 keys", &distinct, CALLERS);
+    criterion_group(&mut c, "hit/64 callers, one key", &one_key, CALLERS);
+    criterion_group(&mut c, "hit/memory backend", &memory, 1);
+    c.final_summary();
+
+    // Interleaved A/B for the ratios.
+    let rounds = if quick() { 3 } else { 15 };
+    let seq = paired(&sequential).run(rounds, 2_000);
+    let dis = paired(&distinct).run(rounds, 40);
+    let one = paired(&one_key).run(rounds, 40);
+    let mem = paired(&memory).run(rounds, 100_000);
+    print_ratios(
+        "Scenario 1: warm hit, atomcache / raw redis GET of the same bytes",
+        &seq,
+        &[Row::new("sequential, one caller", ATOMCACHE, RAW).goal(1.10)],
+    );
+    print_ratios(
+        "Scenario 1: warm hit, 64 concurrent callers",
+        &dis,
+        &[Row::new("64 callers, 64 distinct keys", ATOMCACHE, RAW)
+            .goal(1.10)
+            .ops(CALLERS)],
+    );
+    print_ratios(
+        "Scenario 1: warm hit, 64 concurrent callers of one hot key (single flight)",
+        &one,
+        &[Row::new("64 callers, one key", ATOMCACHE, RAW)
+            .goal(1.10)
+            .ops(CALLERS)],
+    );
+    print_ratios(
+        "Scenario 1: memory backend hit / moka",
+        &mem,
+        &[Row::new(
+            "sequential, one caller",
+            "atomcache memory get_or_compute",
+            "moka::future::Cache::get",
+        )],
+    );
+    println!("atomcache stats (Redis cache): {:?}", cache.stats());
+    drop(server);
+}
+
+fn paired(contenders: &[(&str, Timed)]) -> Paired {
+    let mut p = Paired::new();
+    for (name, timed) in contenders {
+        p.add(*name, timed.clone());
+    }
+    p
+}
+
+fn criterion_group(c: &mut Criterion, name: &str, contenders: &[(&str, Timed)], ops: usize) {
+    let mut group = c.benchmark_group(name);
+    group.throughput(Throughput::Elements(ops as u64));
+    for (id, timed) in contenders {
+        group.bench_function(*id, |b| b.iter_custom(|iters| timed(iters)));
+    }
+    group.finish();
+}
