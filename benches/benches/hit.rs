@@ -10,6 +10,7 @@
 
 use std::hint::black_box;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,10 +25,22 @@ use criterion::{Criterion, Throughput};
 /// Concurrent callers of the concurrent variants.
 const CALLERS: usize = 64;
 
-/// TODO(macro): switch to `#[atomcache::cached]` once atomcache-macros emits the cached path;
-/// until then `Cache::get_or_compute` is measured, which walks the same `Store::resolve` path.
-const ATOMCACHE: &str = "atomcache get_or_compute";
+/// The function as users write it: `#[atomcache::cached]` on the process-wide Redis backend.
+const MACRO: &str = "atomcache #[cached]";
+/// The direct API on its own Redis backend (the same `Store::resolve` path, without building
+/// the id from the arguments and without the process-wide lookup).
+const ATOMCACHE: &str = "atomcache Cache::get_or_compute";
 const RAW: &str = "redis GET";
+
+/// Computations of [`hit_value`]: 64 during the warm-up, and no more.
+static MACRO_COMPUTATIONS: AtomicUsize = AtomicUsize::new(0);
+
+#[atomcache::cached(exp = 3600, lock_timeout = 5)]
+async fn hit_value(id: u32) -> String {
+    MACRO_COMPUTATIONS.fetch_add(1, Ordering::SeqCst);
+    black_box(id);
+    payload(VALUE_LEN)
+}
 
 fn missed<T>() -> T {
     panic!("a warm key missed: the benchmark would measure computations, not hits")
@@ -55,6 +68,18 @@ fn main() {
         }
         cache
     });
+    // The macro runs on the process-wide backend: a second connection to the same server.
+    let installed = rt.block_on(async {
+        let backend = RedisBackend::connect(&server.url())
+            .await
+            .expect("connect atomcache to the bench server");
+        let installed = atomcache::init(backend).await.expect("init");
+        for i in 0..CALLERS {
+            black_box(hit_value(i as u32).await);
+        }
+        installed
+    });
+    assert_eq!(MACRO_COMPUTATIONS.load(Ordering::SeqCst), CALLERS);
     // The raw baseline reads the very bytes atomcache stored (header + bincode), at raw keys.
     let ids: Arc<Vec<String>> = Arc::new((0..CALLERS).map(|i| i.to_string()).collect());
     let raw_keys: Arc<Vec<String>> = Arc::new((0..CALLERS).map(|i| format!("raw:{i}")).collect());
@@ -118,6 +143,23 @@ fn main() {
             })
         })
     };
+    let seq_macro: Timed = {
+        let rt = rt.clone();
+        Rc::new(move |iters| {
+            timed(&rt, iters, move |_| async move {
+                black_box(hit_value(0).await);
+            })
+        })
+    };
+    let conc_macro = |one_key: bool| -> Timed {
+        let rt = rt.clone();
+        Rc::new(move |iters| {
+            timed_callers(&rt, iters, CALLERS, move |caller, _| async move {
+                let id = if one_key { 0 } else { caller as u32 };
+                black_box(hit_value(id).await);
+            })
+        })
+    };
     let conc_raw = |one_key: bool| -> Timed {
         let (rt, conn, keys) = (rt.clone(), conn.clone(), raw_keys.clone());
         Rc::new(move |iters| {
@@ -178,9 +220,21 @@ fn main() {
         })
     };
 
-    let sequential = [(RAW, seq_raw), (ATOMCACHE, seq_atomcache)];
-    let distinct = [(RAW, conc_raw(false)), (ATOMCACHE, conc_atomcache(false))];
-    let one_key = [(RAW, conc_raw(true)), (ATOMCACHE, conc_atomcache(true))];
+    let sequential = [
+        (RAW, seq_raw),
+        (MACRO, seq_macro),
+        (ATOMCACHE, seq_atomcache),
+    ];
+    let distinct = [
+        (RAW, conc_raw(false)),
+        (MACRO, conc_macro(false)),
+        (ATOMCACHE, conc_atomcache(false)),
+    ];
+    let one_key = [
+        (RAW, conc_raw(true)),
+        (MACRO, conc_macro(true)),
+        (ATOMCACHE, conc_atomcache(true)),
+    ];
     let memory = [
         ("moka::future::Cache::get", mem_moka),
         ("atomcache memory get_or_compute", mem_atomcache),
@@ -207,21 +261,34 @@ fn main() {
     print_ratios(
         "Scenario 1: warm hit, atomcache / raw redis GET of the same bytes",
         &seq,
-        &[Row::new("sequential, one caller", ATOMCACHE, RAW).goal(1.10)],
+        &[
+            Row::new("sequential, one caller", MACRO, RAW).goal(1.10),
+            Row::new("sequential, one caller", ATOMCACHE, RAW).goal(1.10),
+        ],
     );
     print_ratios(
         "Scenario 1: warm hit, 64 concurrent callers",
         &dis,
-        &[Row::new("64 callers, 64 distinct keys", ATOMCACHE, RAW)
-            .goal(1.10)
-            .ops(CALLERS)],
+        &[
+            Row::new("64 callers, 64 distinct keys", MACRO, RAW)
+                .goal(1.10)
+                .ops(CALLERS),
+            Row::new("64 callers, 64 distinct keys", ATOMCACHE, RAW)
+                .goal(1.10)
+                .ops(CALLERS),
+        ],
     );
     print_ratios(
         "Scenario 1: warm hit, 64 concurrent callers of one hot key (single flight)",
         &one,
-        &[Row::new("64 callers, one key", ATOMCACHE, RAW)
-            .goal(1.10)
-            .ops(CALLERS)],
+        &[
+            Row::new("64 callers, one key", MACRO, RAW)
+                .goal(1.10)
+                .ops(CALLERS),
+            Row::new("64 callers, one key", ATOMCACHE, RAW)
+                .goal(1.10)
+                .ops(CALLERS),
+        ],
     );
     print_ratios(
         "Scenario 1: memory backend hit / moka",
@@ -232,7 +299,14 @@ fn main() {
             "moka::future::Cache::get",
         )],
     );
-    println!("atomcache stats (Redis cache): {:?}", cache.stats());
+    assert_eq!(
+        MACRO_COMPUTATIONS.load(Ordering::SeqCst),
+        CALLERS,
+        "a warm #[cached] call computed"
+    );
+    println!("atomcache stats, #[cached]: {:?}", installed.stats());
+    println!("atomcache stats, Cache: {:?}", cache.stats());
+    rt.block_on(installed.shutdown());
     drop(server);
 }
 

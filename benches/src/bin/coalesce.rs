@@ -57,10 +57,47 @@ fn arg(name: &str, default: u64) -> u64 {
         })
 }
 
+/// What "a handful" of commands means for the goal: the server-side count, scripts included.
+const HANDFUL: u64 = 10;
+
 struct Run {
     computations: usize,
     commands: CommandStats,
     elapsed: Duration,
+}
+
+async fn atomcache_round(
+    server: &RedisServer,
+    cache: &Cache,
+    id: &'static str,
+    callers: usize,
+    compute: Duration,
+) -> Run {
+    let computations = Arc::new(AtomicUsize::new(0));
+    server.reset_stats().await;
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..callers)
+        .map(|_| {
+            let (cache, computations) = (cache.clone(), computations.clone());
+            tokio::spawn(async move {
+                cache
+                    .get_or_compute(id, || async move {
+                        computations.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(compute).await;
+                        format!("value of {id}")
+                    })
+                    .await
+            })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.expect("caller"), format!("value of {id}"));
+    }
+    Run {
+        computations: computations.load(Ordering::SeqCst),
+        elapsed: started.elapsed(),
+        commands: server.command_stats().await,
+    }
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -85,31 +122,10 @@ async fn main() {
         .backend(backend)
         .build()
         .expect("cache settings");
-    let computations = Arc::new(AtomicUsize::new(0));
-    server.reset_stats().await;
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..callers)
-        .map(|_| {
-            let (cache, computations) = (cache.clone(), computations.clone());
-            tokio::spawn(async move {
-                cache
-                    .get_or_compute("cold", || async move {
-                        computations.fetch_add(1, Ordering::SeqCst);
-                        tokio::time::sleep(compute).await;
-                        "value of cold".to_owned()
-                    })
-                    .await
-            })
-        })
-        .collect();
-    for task in tasks {
-        assert_eq!(task.await.expect("caller"), "value of cold");
-    }
-    let atom = Run {
-        computations: computations.load(Ordering::SeqCst),
-        elapsed: started.elapsed(),
-        commands: server.command_stats().await,
-    };
+    // First round: Redis has not seen atomcache's scripts yet (EVALSHA answers NOSCRIPT and the
+    // client loads them). Second round, another cold key: the steady state.
+    let first = atomcache_round(&server, &cache, "cold-1", callers, compute).await;
+    let steady = atomcache_round(&server, &cache, "cold-2", callers, compute).await;
     println!("atomcache stats: {:?}", cache.stats());
 
     // The cached crate: one warm-up call connects its store first.
@@ -136,7 +152,7 @@ async fn main() {
             .calls
             .iter()
             .filter(|(name, _)| !OWN.iter().any(|o| name.starts_with(o)))
-            .map(|(name, n)| format!("{name} {n}"))
+            .map(|(name, n)| format!("{} {n}", name.replace('|', "/")))
             .collect::<Vec<_>>()
             .join(", ")
     };
@@ -146,7 +162,11 @@ async fn main() {
     println!("| contender | computations | Redis commands (server-side, incl. inside scripts) | breakdown | wall time |");
     println!("|---|---|---|---|---|");
     for (name, r) in [
-        ("atomcache `Cache::get_or_compute`", &atom),
+        (
+            "atomcache `Cache::get_or_compute`, first use (scripts not loaded yet)",
+            &first,
+        ),
+        ("atomcache `Cache::get_or_compute`, steady state", &steady),
         (
             "cached 4.1 `#[concurrent_cached]` + `AsyncRedisCache`",
             &cach,
@@ -161,12 +181,25 @@ async fn main() {
         );
     }
     println!();
+    let evalsha = steady.commands.get("evalsha");
+    let client = evalsha + 1;
     println!(
-        "ratio of commands, atomcache / cached: {:.4}× ({} vs {}); goal: a handful: {}",
-        total(&atom) as f64 / total(&cach).max(1) as f64,
-        total(&atom),
+        "ratio of commands, atomcache (steady state) / cached: {:.4}× ({} vs {})",
+        total(&steady) as f64 / total(&cach).max(1) as f64,
+        total(&steady),
         total(&cach),
-        if total(&atom) <= 10 { "met" } else { "MISSED" }
+    );
+    println!(
+        "steady state: {client} round trips from the client (1 GET + {evalsha} EVALSHA); the other {} commands run inside those scripts",
+        total(&steady).saturating_sub(client)
+    );
+    println!(
+        "goal: a handful (at most {HANDFUL} commands reach Redis for {callers} callers): {}",
+        if total(&steady) <= HANDFUL && steady.computations == 1 {
+            "met"
+        } else {
+            "MISSED"
+        }
     );
     drop(server);
 }
