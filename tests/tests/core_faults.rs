@@ -1,0 +1,665 @@
+//! Faults on a real redis-server: killed and restarted under load, unreachable, frozen,
+//! garbage bytes at a key, and holders whose computation panics or is cancelled. The caller
+//! always gets its function's value within the configured timeouts.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use atomcache::{Cache, Json, RedisBackend};
+use atomcache_tests::{dead_url, RedisServer};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(300);
+const COMMAND_TIMEOUT: Duration = Duration::from_millis(300);
+
+fn backend_builder(url: &str) -> atomcache::RedisBackendBuilder {
+    RedisBackend::builder(url)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .command_timeout(COMMAND_TIMEOUT)
+}
+
+fn cache_on(backend: RedisBackend, ns: &str, exp: Duration, lock_timeout: Duration) -> Cache {
+    Cache::builder(ns)
+        .exp(exp)
+        .lock_timeout(lock_timeout)
+        .backend(backend)
+        .build()
+        .expect("cache settings")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_and_restarted_under_load_no_call_fails_and_caching_resumes() {
+    const KEYS: usize = 8;
+    const WORKERS: usize = 8;
+    const COMPUTE: Duration = Duration::from_millis(20);
+    const LOCK_TIMEOUT: Duration = Duration::from_secs(1);
+    // The worst legitimate call: a few commands timing out, a lock wait, the computation.
+    let bound =
+        LOCK_TIMEOUT + COMMAND_TIMEOUT * 4 + CONNECT_TIMEOUT + COMPUTE + Duration::from_secs(2);
+
+    let mut server = RedisServer::start();
+    let backend = backend_builder(&server.url()).connect().await.unwrap();
+    let cache = cache_on(backend, "under-load", Duration::from_secs(60), LOCK_TIMEOUT);
+    let computations = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+
+    let mut workers = Vec::new();
+    for w in 0..WORKERS {
+        let (cache, computations, stop) = (cache.clone(), computations.clone(), stop.clone());
+        workers.push(tokio::spawn(async move {
+            let mut calls = 0usize;
+            let mut slowest = Duration::ZERO;
+            let mut i = w;
+            while !stop.load(Ordering::SeqCst) {
+                let id = format!("k{}", i % KEYS);
+                i += 1;
+                let started = Instant::now();
+                let expected = format!("value-of-{id}");
+                let computations = computations.clone();
+                let value_of_id = expected.clone();
+                let call = cache.get_or_compute(&id, || async move {
+                    computations.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(COMPUTE).await;
+                    value_of_id
+                });
+                let value = tokio::time::timeout(bound, call)
+                    .await
+                    .unwrap_or_else(|_| panic!("a call hung for more than {bound:?}"));
+                assert_eq!(value, expected);
+                slowest = slowest.max(started.elapsed());
+                calls += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            (calls, slowest)
+        }));
+    }
+
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let before_kill = cache.stats();
+    assert!(before_kill.hits > 0, "warm-up: {before_kill:?}");
+    tokio::task::block_in_place(|| server.kill());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::task::block_in_place(|| server.restart());
+    let at_restart = cache.stats();
+    assert!(
+        at_restart.backend_errors > before_kill.backend_errors,
+        "the outage was not noticed: {at_restart:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    stop.store(true, Ordering::SeqCst);
+
+    let mut total_calls = 0;
+    let mut slowest = Duration::ZERO;
+    for worker in workers {
+        let (calls, worker_slowest) = worker.await.expect("a call failed or panicked");
+        total_calls += calls;
+        slowest = slowest.max(worker_slowest);
+    }
+    let end = cache.stats();
+    println!(
+        "kill/restart under load: {total_calls} calls, slowest {slowest:?}, {} computations, stats {end:?}",
+        computations.load(Ordering::SeqCst)
+    );
+    assert!(
+        end.hits > at_restart.hits,
+        "no hit after the restart: caching did not resume ({at_restart:?} → {end:?})"
+    );
+
+    // Caching resumed on its own: a cached key answers without computing, and the restarted
+    // (empty) server holds the values again.
+    let n = computations.load(Ordering::SeqCst);
+    let value: String = cache
+        .get_or_compute("k0", || async { "recomputed".to_string() })
+        .await;
+    assert_eq!(value, "value-of-k0");
+    assert_eq!(computations.load(Ordering::SeqCst), n);
+    assert!(server.get_raw(&cache.key("k0").value()).await.is_some());
+    assert!(server.dbsize().await >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_bytes_at_a_value_key_read_as_a_miss_and_are_overwritten() {
+    let server = RedisServer::start();
+    let backend = backend_builder(&server.url()).connect().await.unwrap();
+    let cache = cache_on(
+        backend.clone(),
+        "garbage",
+        Duration::from_secs(60),
+        Duration::from_secs(5),
+    );
+    let json = Cache::builder("garbage")
+        .backend(backend)
+        .codec::<Json>()
+        .build()
+        .unwrap();
+
+    let mut hostile_length = vec![0xAC, 1, 1];
+    hostile_length.extend_from_slice(&[0; 12]);
+    hostile_length.push(253);
+    hostile_length.extend_from_slice(&(1u64 << 62).to_le_bytes());
+    let mut noise = Vec::with_capacity(1 << 20);
+    let mut x: u32 = 0x1234_5678;
+    for _ in 0..(1 << 20) {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        noise.push(x as u8);
+    }
+    let garbage: Vec<(&str, Vec<u8>)> = vec![
+        ("empty", Vec::new()),
+        ("text", b"not atomcache bytes at all".to_vec()),
+        (
+            "future-format",
+            vec![0xAC, 99, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+        ),
+        ("hostile-length", hostile_length),
+        ("noise-1MiB", noise),
+    ];
+
+    let computations = Arc::new(AtomicUsize::new(0));
+    let compute = |id: &str| {
+        let (computations, id) = (computations.clone(), id.to_owned());
+        move || async move {
+            computations.fetch_add(1, Ordering::SeqCst);
+            format!("fresh-{id}")
+        }
+    };
+    for (i, (name, bytes)) in garbage.iter().enumerate() {
+        let value_key = cache.key(name).value();
+        server.set_raw(&value_key, bytes, None).await;
+        let value: String = cache.get_or_compute(name, compute(name)).await;
+        assert_eq!(value, format!("fresh-{name}"));
+        assert_eq!(
+            computations.load(Ordering::SeqCst),
+            i + 1,
+            "{name}: recomputed"
+        );
+        let stored = server.get_raw(&value_key).await.expect("overwritten");
+        assert_ne!(&stored, bytes, "{name}: the garbage is still there");
+        assert!(
+            server.pttl(&value_key).await > 0,
+            "{name}: stored with an expiry"
+        );
+        assert_eq!(
+            cache.get::<String>(name).await.unwrap(),
+            Some(format!("fresh-{name}"))
+        );
+        // Now a hit.
+        let again: String = cache.get_or_compute(name, compute(name)).await;
+        assert_eq!(again, value);
+        assert_eq!(computations.load(Ordering::SeqCst), i + 1, "{name}: hit");
+    }
+
+    // A valid entry of another codec (or of another type) is a miss too, not garbage.
+    json.set("other-codec", &vec![1, 2, 3]).await.unwrap();
+    let value: String = cache
+        .get_or_compute("other-codec", compute("other-codec"))
+        .await;
+    assert_eq!(value, "fresh-other-codec");
+    cache.set("other-type", &u64::MAX).await.unwrap();
+    let value: String = cache
+        .get_or_compute("other-type", compute("other-type"))
+        .await;
+    assert_eq!(value, "fresh-other-type");
+    assert_eq!(computations.load(Ordering::SeqCst), garbage.len() + 2);
+    let stats = cache.stats();
+    assert_eq!(stats.decode_errors, garbage.len() as u64 + 2, "{stats:?}");
+    assert_eq!(stats.backend_errors, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_redis_fails_open_within_the_timeouts() {
+    const COMPUTE: Duration = Duration::from_millis(50);
+    let bound = CONNECT_TIMEOUT + COMMAND_TIMEOUT * 2 + COMPUTE + Duration::from_secs(2);
+    let url = dead_url();
+
+    // connect() to a dead port is an error, within the connect timeout.
+    let started = Instant::now();
+    assert!(backend_builder(&url).connect().await.is_err());
+    assert!(started.elapsed() < CONNECT_TIMEOUT + Duration::from_secs(2));
+
+    // connect_lazy() starts anyway; every call fails open.
+    let backend = backend_builder(&url).connect_lazy().unwrap();
+    let cache = cache_on(
+        backend,
+        "unreachable",
+        Duration::from_secs(60),
+        Duration::from_secs(5),
+    );
+    let computations = Arc::new(AtomicUsize::new(0));
+    for round in 0..3 {
+        let computations2 = computations.clone();
+        let started = Instant::now();
+        let value: u32 = tokio::time::timeout(
+            bound,
+            cache.get_or_compute("k", || async move {
+                computations2.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(COMPUTE).await;
+                42
+            }),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("round {round}: the call hung"));
+        assert_eq!(value, 42);
+        assert!(started.elapsed() < bound);
+    }
+    assert_eq!(
+        computations.load(Ordering::SeqCst),
+        3,
+        "nothing can be cached"
+    );
+    let stats = cache.stats();
+    assert!(stats.backend_errors >= 3, "{stats:?}");
+    assert_eq!(stats.computations, 3);
+    // The direct API reports the error instead of hanging or panicking.
+    let started = Instant::now();
+    assert!(cache.get::<u32>("k").await.is_err());
+    assert!(cache.set("k", &1u32).await.is_err());
+    assert!(started.elapsed() < bound);
+
+    // Many concurrent callers while unreachable: all answered, none hung.
+    let calls: Vec<_> = (0..200)
+        .map(|i| {
+            let cache = cache.clone();
+            tokio::spawn(async move {
+                tokio::time::timeout(
+                    bound,
+                    cache.get_or_compute(&format!("c{}", i % 5), || async move { i }),
+                )
+                .await
+            })
+        })
+        .collect();
+    for call in calls {
+        call.await
+            .unwrap()
+            .expect("a call hung while Redis was unreachable");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_or_frozen_server_fails_open_and_recovers() {
+    let bound = CONNECT_TIMEOUT + COMMAND_TIMEOUT * 4 + Duration::from_secs(2);
+    let mut server = RedisServer::start();
+    let backend = backend_builder(&server.url()).connect().await.unwrap();
+    let cache = cache_on(
+        backend,
+        "killed",
+        Duration::from_secs(60),
+        Duration::from_secs(5),
+    );
+    assert_eq!(cache.get_or_compute("k", || async { 1u32 }).await, 1);
+    assert_eq!(
+        cache.get_or_compute("k", || async { 2u32 }).await,
+        1,
+        "cached"
+    );
+
+    // Frozen (SIGSTOP): the TCP connection is open but nothing answers; the command timeout
+    // bounds every call.
+    server.pause();
+    let started = Instant::now();
+    let value = tokio::time::timeout(bound, cache.get_or_compute("k", || async { 3u32 }))
+        .await
+        .expect("a call hung on a frozen server");
+    assert_eq!(value, 3, "fail-open computes");
+    assert!(started.elapsed() >= COMMAND_TIMEOUT / 2);
+    let frozen_errors = cache.stats().backend_errors;
+    assert!(frozen_errors >= 1);
+    server.resume();
+
+    // Killed: connection refused.
+    tokio::task::block_in_place(|| server.kill());
+    for id in ["k", "new"] {
+        let value = tokio::time::timeout(bound, cache.get_or_compute(id, || async { 4u32 }))
+            .await
+            .expect("a call hung on a dead server");
+        assert_eq!(value, 4);
+    }
+    assert!(cache.stats().backend_errors >= frozen_errors + 2);
+
+    // Back: caching resumes without any action of ours.
+    tokio::task::block_in_place(|| server.restart());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let _ = cache.get_or_compute("after", || async { 5u32 }).await;
+        if cache.get::<u32>("after").await.ok().flatten() == Some(5) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "caching never resumed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let hits = cache.stats().hits;
+    assert_eq!(cache.get_or_compute("after", || async { 6u32 }).await, 5);
+    assert_eq!(cache.stats().hits, hits + 1);
+}
+
+/// Replica A starts computing `id` (signalling when it holds the lock); returns its task.
+async fn start_holder(
+    cache: &Cache,
+    id: &str,
+    body: impl std::future::Future<Output = String> + Send + 'static,
+) -> tokio::task::JoinHandle<String> {
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+    let (cache, id) = (cache.clone(), id.to_owned());
+    let task = tokio::spawn(async move {
+        cache
+            .get_or_compute(&id, || async move {
+                let _ = started_tx.send(());
+                body.await
+            })
+            .await
+    });
+    tokio::time::timeout(Duration::from_secs(5), started_rx)
+        .await
+        .expect("the holder never started computing")
+        .expect("the holder task died before computing");
+    task
+}
+
+async fn lock_released_within(server: &RedisServer, lock_key: &str, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if server.pttl(lock_key).await == -2 {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+async fn holder_that_dies(panic: bool) {
+    const LOCK_TIMEOUT: Duration = Duration::from_secs(4);
+    let server = RedisServer::start();
+    let ns = if panic { "panics" } else { "cancelled" };
+    let a = cache_on(
+        backend_builder(&server.url()).connect().await.unwrap(),
+        ns,
+        Duration::from_secs(60),
+        LOCK_TIMEOUT,
+    );
+    let b = cache_on(
+        backend_builder(&server.url()).connect().await.unwrap(),
+        ns,
+        Duration::from_secs(60),
+        LOCK_TIMEOUT,
+    );
+    let lock_key = a.key("k").lock();
+
+    let holder = start_holder(&a, "k", async move {
+        if panic {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            panic!("the computation blew up");
+        }
+        std::future::pending().await
+    })
+    .await;
+    assert!(server.pttl(&lock_key).await > 0, "A holds the lock");
+
+    // Replica B and more callers of A wait for it.
+    let computations = Arc::new(AtomicUsize::new(0));
+    let mut waiters = Vec::new();
+    for cache in [&b, &b, &b, &a, &a] {
+        let (cache, computations) = (cache.clone(), computations.clone());
+        waiters.push(tokio::spawn(async move {
+            let started = Instant::now();
+            let value = cache
+                .get_or_compute("k", || async move {
+                    computations.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    "after-the-holder".to_string()
+                })
+                .await;
+            (value, started.elapsed())
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    if panic {
+        let err = holder.await.expect_err("the holder panicked");
+        assert!(err.is_panic());
+    } else {
+        holder.abort();
+        assert!(holder.await.unwrap_err().is_cancelled());
+    }
+    let died = Instant::now();
+    for waiter in waiters {
+        let (value, elapsed) = waiter.await.expect("waiter task");
+        assert_eq!(value, "after-the-holder");
+        assert!(
+            elapsed < LOCK_TIMEOUT + Duration::from_secs(2),
+            "a waiter was stuck for {elapsed:?}"
+        );
+    }
+    assert_eq!(computations.load(Ordering::SeqCst), 1, "one takeover");
+    // The dead holder's lock was released, not left to expire.
+    assert!(
+        died.elapsed() < LOCK_TIMEOUT,
+        "the waiters only got through after the lock expired: {:?}",
+        died.elapsed()
+    );
+    assert!(lock_released_within(&server, &lock_key, Duration::from_secs(1)).await);
+    assert_eq!(
+        b.get::<String>("k").await.unwrap().as_deref(),
+        Some("after-the-holder")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_whose_computation_panics_releases_its_lock() {
+    holder_that_dies(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_that_is_cancelled_releases_its_lock() {
+    holder_that_dies(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_of_a_cancelled_leader_in_one_process_are_not_stuck() {
+    let server = RedisServer::start();
+    let cache = cache_on(
+        backend_builder(&server.url()).connect().await.unwrap(),
+        "cancelled-leader",
+        Duration::from_secs(60),
+        Duration::from_secs(4),
+    );
+    let leader = start_holder(&cache, "k", std::future::pending()).await;
+    let computations = Arc::new(AtomicUsize::new(0));
+    let followers: Vec<_> = (0..20)
+        .map(|_| {
+            let (cache, computations) = (cache.clone(), computations.clone());
+            tokio::spawn(async move {
+                cache
+                    .get_or_compute("k", || async move {
+                        computations.fetch_add(1, Ordering::SeqCst);
+                        7u32
+                    })
+                    .await
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        cache.stats().coalesced >= 1,
+        "the followers joined the leader"
+    );
+    let started = Instant::now();
+    leader.abort();
+    for follower in followers {
+        assert_eq!(follower.await.unwrap(), 7);
+    }
+    assert!(started.elapsed() < Duration::from_secs(4) + Duration::from_secs(2));
+    assert_eq!(computations.load(Ordering::SeqCst), 1);
+    assert!(lock_released_within(&server, &cache.key("k").lock(), Duration::from_secs(1)).await);
+}
+
+/// Waiters of replica W wait for holder H (a token lock, 10 s); then `disrupt` runs; then H
+/// lands its value. Every waiter must answer with H's value without waiting for the lock.
+async fn waiters_survive(disrupt: impl std::future::Future<Output = ()>, server: &RedisServer) {
+    const LOCK_TIMEOUT: Duration = Duration::from_secs(10);
+    let h_backend = backend_builder(&server.url()).connect().await.unwrap();
+    let h = cache_on(
+        h_backend.clone(),
+        "blip",
+        Duration::from_secs(60),
+        LOCK_TIMEOUT,
+    );
+    let w = cache_on(
+        backend_builder(&server.url()).connect().await.unwrap(),
+        "blip",
+        Duration::from_secs(60),
+        LOCK_TIMEOUT,
+    );
+    let key = h.key("k");
+    use atomcache::Backend as _;
+    assert_eq!(
+        h_backend.try_lock(&key, "h", LOCK_TIMEOUT).await.unwrap(),
+        atomcache::LockAttempt::Acquired
+    );
+    let waiters: Vec<_> = (0..5)
+        .map(|_| {
+            let w = w.clone();
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let v: String = w
+                    .get_or_compute("k", || async { "from-waiter".to_string() })
+                    .await;
+                (v, started.elapsed())
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(w.stats().lock_waits, 1, "{:?}", w.stats());
+    disrupt.await;
+    // Give the waiter's connection time to come back (the holder's retries on its own).
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while h.set("k", &"from-holder".to_string()).await.is_err() {
+        assert!(Instant::now() < deadline, "the holder never reconnected");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let landed = Instant::now();
+    for waiter in waiters {
+        let (v, elapsed) = waiter.await.unwrap();
+        assert_eq!(v, "from-holder");
+        assert!(elapsed < LOCK_TIMEOUT, "{elapsed:?}");
+    }
+    assert!(
+        landed.elapsed() < Duration::from_secs(2),
+        "the waiters were not woken when the value landed ({:?})",
+        landed.elapsed()
+    );
+    assert_eq!(w.stats().computations, 0, "{:?}", w.stats());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_are_still_woken_after_their_connection_dropped() {
+    let server = RedisServer::start();
+    waiters_survive(
+        async {
+            assert!(server.kill_clients().await >= 2);
+        },
+        &server,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_are_not_stuck_when_redis_restarts_under_them() {
+    const LOCK_TIMEOUT: Duration = Duration::from_secs(3);
+    let mut server = RedisServer::start();
+    let h_backend = backend_builder(&server.url()).connect().await.unwrap();
+    let key = cache_on(
+        h_backend.clone(),
+        "restart",
+        Duration::from_secs(60),
+        LOCK_TIMEOUT,
+    )
+    .key("k");
+    use atomcache::Backend as _;
+    h_backend.try_lock(&key, "h", LOCK_TIMEOUT).await.unwrap();
+    let computations = Arc::new(AtomicUsize::new(0));
+    let mut waiters = Vec::new();
+    for _ in 0..3 {
+        let w = cache_on(
+            backend_builder(&server.url()).connect().await.unwrap(),
+            "restart",
+            Duration::from_secs(60),
+            LOCK_TIMEOUT,
+        );
+        for _ in 0..5 {
+            let (w, computations) = (w.clone(), computations.clone());
+            waiters.push(tokio::spawn(async move {
+                let started = Instant::now();
+                let v = w
+                    .get_or_compute("k", || async move {
+                        computations.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        11u32
+                    })
+                    .await;
+                (v, started.elapsed())
+            }));
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The restarted server is empty: the holder's lock is gone with it.
+    tokio::task::block_in_place(|| server.restart());
+    for waiter in waiters {
+        let (v, elapsed) = waiter.await.unwrap();
+        assert_eq!(v, 11);
+        assert!(
+            elapsed < LOCK_TIMEOUT + COMMAND_TIMEOUT * 4 + Duration::from_secs(2),
+            "a waiter was stuck for {elapsed:?}"
+        );
+    }
+    // Each replica computed at most once (its single flight), fail-open or after the restart.
+    let n = computations.load(Ordering::SeqCst);
+    assert!((1..=3).contains(&n), "{n} computations");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_whose_computation_fails_releases_its_lock_at_once() {
+    const LOCK_TIMEOUT: Duration = Duration::from_secs(4);
+    let server = RedisServer::start();
+    let a = cache_on(
+        backend_builder(&server.url()).connect().await.unwrap(),
+        "fails",
+        Duration::from_secs(60),
+        LOCK_TIMEOUT,
+    );
+    let b = cache_on(
+        backend_builder(&server.url()).connect().await.unwrap(),
+        "fails",
+        Duration::from_secs(60),
+        LOCK_TIMEOUT,
+    );
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+    let holder = {
+        let a = a.clone();
+        tokio::spawn(async move {
+            a.try_get_or_compute("k", || async move {
+                let _ = started_tx.send(());
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                Err::<u32, _>("upstream down")
+            })
+            .await
+        })
+    };
+    started_rx.await.unwrap();
+    let started = Instant::now();
+    let value: Result<u32, &str> = b.try_get_or_compute("k", || async { Ok(8) }).await;
+    assert_eq!(value, Ok(8));
+    assert_eq!(holder.await.unwrap(), Err("upstream down"));
+    assert!(
+        started.elapsed() < LOCK_TIMEOUT,
+        "the waiter waited for the failed holder's lock to expire ({:?})",
+        started.elapsed()
+    );
+    assert_eq!(
+        a.get::<u32>("k").await.unwrap(),
+        Some(8),
+        "the Err was not cached"
+    );
+}
