@@ -28,12 +28,19 @@ struct Item {
 async fn resources(offset: u32, items: u32) -> Vec<Item> {
     COMPUTATIONS.fetch_add(1, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    (offset..offset + items).map(|id| Item { id, name: format!("item-{id}") }).collect()
+    (offset..offset + items)
+        .map(|id| Item {
+            id,
+            name: format!("item-{id}"),
+        })
+        .collect()
 }
 
 #[tokio::main]
 async fn main() -> Result<(), atomcache::Error> {
-    tracing_subscriber::fmt().with_env_filter("atomcache=warn").init();
+    tracing_subscriber::fmt()
+        .with_env_filter("atomcache=warn")
+        .init();
 
     let runtime = match std::env::var("REDIS_URL") {
         Ok(url) => {
@@ -48,7 +55,11 @@ async fn main() -> Result<(), atomcache::Error> {
 
     let started = Instant::now();
     let first = resources(0, 3).await;
-    println!("first call:  {:>7.1?}  {} items", started.elapsed(), first.len());
+    println!(
+        "first call:  {:>7.1?}  {} items",
+        started.elapsed(),
+        first.len()
+    );
 
     let started = Instant::now();
     let second = resources(0, 3).await;
@@ -69,9 +80,14 @@ async fn main() -> Result<(), atomcache::Error> {
     );
 
     // The direct API, for code that is not one function.
-    let rates = atomcache::Cache::builder("quickstart::rates").exp(Duration::from_secs(60)).build()?;
+    let rates = atomcache::Cache::builder("quickstart::rates")
+        .exp(Duration::from_secs(60))
+        .build()?;
     let eur: f64 = rates.get_or_compute("EUR", || async { 1.08 }).await;
-    println!("EUR rate {eur}, lives {:?} more", rates.remaining_ttl("EUR").await?.unwrap_or_default());
+    println!(
+        "EUR rate {eur}, lives {:?} more",
+        rates.remaining_ttl("EUR").await?.unwrap_or_default()
+    );
 
     if let Some(runtime) = runtime {
         runtime.shutdown().await;
