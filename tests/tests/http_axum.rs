@@ -102,7 +102,11 @@ async fn call(router: &Router, uri: &str, headers: &[(header::HeaderName, &str)]
                 .get(name)
                 .map(|v: &header::HeaderValue| v.to_str().unwrap().to_owned())
         };
-        (response.status(), header(header::ETAG), header(header::CACHE_CONTROL))
+        (
+            response.status(),
+            header(header::ETAG),
+            header(header::CACHE_CONTROL),
+        )
     };
     let body = axum::body::to_bytes(response.into_body(), 1 << 20)
         .await
