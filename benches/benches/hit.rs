@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use atomcache::{Cache, MemoryBackend, RedisBackend};
+use atomcache::{Cache, Codec, MemoryBackend, RedisBackend};
 use atomcache_bench::{
     payload, print_header, print_ratios, quick, raw_connection, runtime, timed, timed_callers,
     Paired, Row, Timed, VALUE_LEN,
@@ -31,6 +31,9 @@ const MACRO: &str = "atomcache #[cached]";
 /// the id from the arguments and without the process-wide lookup).
 const ATOMCACHE: &str = "atomcache Cache::get_or_compute";
 const RAW: &str = "redis GET";
+/// What a hand-written cache-aside pays at least: the raw GET, then decoding the same bytes
+/// with the same codec (informative; the goal is against the bare GET).
+const RAW_DECODE: &str = "redis GET + decode";
 
 /// Computations of [`hit_value`]: 64 during the warm-up, and no more.
 static MACRO_COMPUTATIONS: AtomicUsize = AtomicUsize::new(0);
@@ -40,6 +43,11 @@ async fn hit_value(id: u32) -> String {
     MACRO_COMPUTATIONS.fetch_add(1, Ordering::SeqCst);
     black_box(id);
     payload(VALUE_LEN)
+}
+
+/// The baseline's decode: skip atomcache's header, then the same codec into the same type.
+fn decode(bytes: &[u8]) -> String {
+    atomcache::Bincode::decode(&bytes[atomcache::codec::HEADER_LEN..]).expect("decodes")
 }
 
 fn missed<T>() -> T {
@@ -160,6 +168,41 @@ fn main() {
             })
         })
     };
+    let seq_raw_decode: Timed = {
+        let (rt, conn) = (rt.clone(), conn.clone());
+        Rc::new(move |iters| {
+            let conn = conn.clone();
+            timed(&rt, iters, move |_| {
+                let mut conn = conn.clone();
+                async move {
+                    let v: Option<Vec<u8>> = redis::cmd("GET")
+                        .arg("raw:0")
+                        .query_async(&mut conn)
+                        .await
+                        .expect("raw GET");
+                    black_box(decode(&v.unwrap_or_else(missed)));
+                }
+            })
+        })
+    };
+    let conc_raw_decode: Timed = {
+        let (rt, conn, keys) = (rt.clone(), conn.clone(), raw_keys.clone());
+        Rc::new(move |iters| {
+            let (conn, keys) = (conn.clone(), keys.clone());
+            timed_callers(&rt, iters, CALLERS, move |caller, _| {
+                let mut conn = conn.clone();
+                let keys = keys.clone();
+                async move {
+                    let v: Option<Vec<u8>> = redis::cmd("GET")
+                        .arg(&keys[caller])
+                        .query_async(&mut conn)
+                        .await
+                        .expect("raw GET");
+                    black_box(decode(&v.unwrap_or_else(missed)));
+                }
+            })
+        })
+    };
     let conc_raw = |one_key: bool| -> Timed {
         let (rt, conn, keys) = (rt.clone(), conn.clone(), raw_keys.clone());
         Rc::new(move |iters| {
@@ -222,11 +265,13 @@ fn main() {
 
     let sequential = [
         (RAW, seq_raw),
+        (RAW_DECODE, seq_raw_decode),
         (MACRO, seq_macro),
         (ATOMCACHE, seq_atomcache),
     ];
     let distinct = [
         (RAW, conc_raw(false)),
+        (RAW_DECODE, conc_raw_decode),
         (MACRO, conc_macro(false)),
         (ATOMCACHE, conc_atomcache(false)),
     ];
@@ -264,6 +309,8 @@ fn main() {
         &[
             Row::new("sequential, one caller", MACRO, RAW).goal(1.10),
             Row::new("sequential, one caller", ATOMCACHE, RAW).goal(1.10),
+            Row::new("sequential, one caller", MACRO, RAW_DECODE),
+            Row::new("sequential, one caller", RAW_DECODE, RAW),
         ],
     );
     print_ratios(
@@ -276,6 +323,8 @@ fn main() {
             Row::new("64 callers, 64 distinct keys", ATOMCACHE, RAW)
                 .goal(1.10)
                 .ops(CALLERS),
+            Row::new("64 callers, 64 distinct keys", MACRO, RAW_DECODE).ops(CALLERS),
+            Row::new("64 callers, 64 distinct keys", RAW_DECODE, RAW).ops(CALLERS),
         ],
     );
     print_ratios(

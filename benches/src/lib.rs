@@ -236,7 +236,7 @@ pub fn print_ratios(title: &str, medians: &Medians, rows: &[Row]) -> bool {
     println!();
     println!("### {title}");
     println!();
-    println!("| scenario | atomcache (per op) | baseline (per op) | ratio | goal |");
+    println!("| scenario | measured (per op) | baseline (per op) | ratio | goal |");
     println!("|---|---|---|---|---|");
     let mut all_met = true;
     for row in rows {
