@@ -76,6 +76,7 @@ pub struct RedisServer {
     port: u16,
     dir: PathBuf,
     child: Option<Child>,
+    extra: Vec<String>,
 }
 
 impl RedisServer {
@@ -84,7 +85,15 @@ impl RedisServer {
     /// Panics with an installation hint if `redis-server` is missing, and with the server's log
     /// if it cannot be started.
     pub fn start() -> RedisServer {
+        Self::start_with(&[])
+    }
+
+    /// Like [`start`](Self::start), with extra `redis-server` arguments (e.g. a TLS port). The
+    /// plain port stays open for the harness's own checks; [`restart`](Self::restart) keeps
+    /// the arguments.
+    pub fn start_with(extra: &[&str]) -> RedisServer {
         require_redis_server();
+        let extra: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
         let n = SERVERS.fetch_add(1, Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!(
             "atomcache-redis-{}-{n}-{}",
@@ -98,12 +107,13 @@ impl RedisServer {
         let mut last_error = String::new();
         for _ in 0..START_ATTEMPTS {
             let port = free_port();
-            match spawn_server(port, &dir) {
+            match spawn_server(port, &dir, &extra) {
                 Ok(child) => {
                     return RedisServer {
                         port,
                         dir,
                         child: Some(child),
+                        extra,
                     }
                 }
                 Err(err) => last_error = err,
@@ -147,7 +157,7 @@ impl RedisServer {
         self.kill();
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            match spawn_server(self.port, &self.dir) {
+            match spawn_server(self.port, &self.dir, &self.extra) {
                 Ok(child) => {
                     self.child = Some(child);
                     return;
@@ -304,7 +314,7 @@ impl Drop for RedisServer {
 
 /// Spawns `redis-server` on `port` and waits for `PING`. On failure the child is killed and the
 /// log is returned in the error.
-fn spawn_server(port: u16, dir: &Path) -> Result<Child, String> {
+fn spawn_server(port: u16, dir: &Path, extra: &[String]) -> Result<Child, String> {
     let log_path = dir.join("redis.log");
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -321,6 +331,7 @@ fn spawn_server(port: u16, dir: &Path) -> Result<Child, String> {
         .args(["--protected-mode", "no"])
         .arg("--dir")
         .arg(dir)
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::from(log))
         .stderr(Stdio::from(log_err))

@@ -142,6 +142,8 @@ pub struct RedisBackendBuilder {
     connect_timeout: Duration,
     command_timeout: Duration,
     prefix: String,
+    #[cfg(feature = "tls")]
+    root_certificate: Option<Vec<u8>>,
 }
 
 impl RedisBackendBuilder {
@@ -160,6 +162,19 @@ impl RedisBackendBuilder {
     /// Prepended to every key (no `{` or `}`). Default `"atomcache:"`.
     pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
+        self
+    }
+
+    /// Trusts this CA certificate (PEM) for `rediss://` instead of the bundled web PKI roots,
+    /// e.g. for a managed Redis with a private CA. Feature `tls` (on by default).
+    ///
+    /// ```
+    /// let pem = b"-----BEGIN CERTIFICATE-----\n...\n-----END CERTIFICATE-----\n".to_vec();
+    /// let builder = atomcache::RedisBackend::builder("rediss://redis.internal:6380/").tls_root_certificate(pem);
+    /// ```
+    #[cfg(feature = "tls")]
+    pub fn tls_root_certificate(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.root_certificate = Some(pem.into());
         self
     }
 
@@ -219,7 +234,8 @@ impl RedisBackendBuilder {
             .clone()
             .set_protocol(ProtocolVersion::RESP3);
         let info = info.set_redis_settings(redis_settings);
-        let client = redis::Client::open(info)
+        let client = self
+            .client(info)
             .map_err(|e| Error::InvalidConfig(format!("invalid Redis URL: {e}")))?;
 
         let hub = WakeHub::new();
@@ -235,6 +251,32 @@ impl RedisBackendBuilder {
             })
             .set_automatic_resubscription();
         Ok((client, config, hub, self.prefix, self.command_timeout))
+    }
+}
+
+impl RedisBackendBuilder {
+    #[cfg(feature = "tls")]
+    fn client(&self, info: redis::ConnectionInfo) -> redis::RedisResult<redis::Client> {
+        if matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. }) {
+            // rustls needs a process-wide crypto provider; install ring unless the program
+            // already chose one (Err means one is installed: keep it).
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        match &self.root_certificate {
+            Some(pem) => redis::Client::build_with_tls(
+                info,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.clone()),
+                },
+            ),
+            None => redis::Client::open(info),
+        }
+    }
+
+    #[cfg(not(feature = "tls"))]
+    fn client(&self, info: redis::ConnectionInfo) -> redis::RedisResult<redis::Client> {
+        redis::Client::open(info)
     }
 }
 
@@ -254,8 +296,8 @@ fn on_push(hub: &WakeHub, push: PushInfo) {
 }
 
 impl RedisBackend {
-    /// Connects with the default settings. The URL may be `redis://` or `rediss://` (TLS), with
-    /// user, password and database: `redis://user:pass@host:6379/3`.
+    /// Connects with the default settings. The URL may be `redis://` or `rediss://` (TLS, feature
+    /// `tls`, on by default), with user, password and database: `redis://user:pass@host:6379/3`.
     pub async fn connect(url: &str) -> Result<RedisBackend, Error> {
         Self::builder(url).connect().await
     }
@@ -273,6 +315,8 @@ impl RedisBackend {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
             prefix: "atomcache:".to_owned(),
+            #[cfg(feature = "tls")]
+            root_certificate: None,
         }
     }
 
