@@ -19,35 +19,43 @@ pub(crate) fn expand(plan: &Plan) -> TokenStream {
     let spec = spec_static(plan);
     let id = id_expr(&plan.scope, &plan.id);
     let ret = &plan.ret;
-    // The call carries the return type's span, so "`X` cannot be cached" points at `-> X`.
+    let (ret_span, value_span) = (plan.ret_span, plan.value_span);
     let call = match plan.kind {
-        Kind::Plain => quote_spanned!(plan.ret_span=> ::atomcache::__private::call),
-        Kind::Result => quote_spanned!(plan.ret_span=> ::atomcache::__private::call_result),
-        Kind::Option => quote_spanned!(plan.ret_span=> ::atomcache::__private::call_option),
+        Kind::Plain => quote!(call),
+        Kind::Result => quote!(call_result),
+        Kind::Option => quote!(call_option),
     };
 
     let cached_body = if plan.auto_refresh {
         let recompute = match plan.kind {
-            Kind::Plain => quote_spanned!(plan.ret_span=> ::atomcache::__private::recompute_plain),
-            Kind::Result => {
-                quote_spanned!(plan.ret_span=> ::atomcache::__private::recompute_result)
-            }
-            Kind::Option => {
-                quote_spanned!(plan.ret_span=> ::atomcache::__private::recompute_option)
-            }
+            Kind::Plain => quote!(recompute_plain),
+            Kind::Result => quote!(recompute_result),
+            Kind::Option => quote!(recompute_option),
         };
         // The body becomes a nested `async fn`, run both by the cached call and by the
-        // background refresher registered through `inventory`.
+        // background refresher registered through `inventory`. It is named like the function
+        // (and shadows it inside), so that rustc's errors about it ("future returned by `motd`
+        // is not `Send`") name the user's function.
+        let body_fn = &sig.ident;
+        let body_call = quote_spanned!(sig.ident.span()=> #body_fn());
+        let refresh_call = quote_spanned!(value_span=>
+            ::atomcache::__private::#recompute(&__ATOMCACHE_SPEC, #body_call)
+        );
+        // Spanned at the stored type, so "`X` cannot be cached" points at `-> X` (the call and
+        // its `.await` then report the same error at the same place, which rustc shows once).
+        let cached_call = quote_spanned!(value_span=>
+            ::atomcache::__private::#call(&__ATOMCACHE_SPEC, #id, #body_fn()).await
+        );
         quote! {
             #spec
-            async fn __atomcache_body() -> #ret #body
+            async fn #body_fn() -> #ret #body
             fn __atomcache_refresh() -> ::atomcache::__private::Recompute {
-                #recompute(&__ATOMCACHE_SPEC, __atomcache_body())
+                #refresh_call
             }
             ::atomcache::__private::inventory::submit! {
                 ::atomcache::__private::AutoRefresh::new(&__ATOMCACHE_SPEC, __atomcache_refresh)
             }
-            #call(&__ATOMCACHE_SPEC, #id, __atomcache_body()).await
+            #cached_call
         }
     } else {
         let id_var = quote_spanned!(Span::mixed_site()=> __atomcache_id);
@@ -57,29 +65,40 @@ pub(crate) fn expand(plan: &Plan) -> TokenStream {
             .map(|(pat, ident)| quote!(let #pat = #ident;));
         // The async block's output is pinned to the declared return type before the body runs
         // (the same trick as `tracing::instrument`), so `return` and `?` inside the body infer
-        // exactly as they did in the plain function.
+        // exactly as they did in the plain function. Spanned at the return type, so rustc's
+        // "return type inferred to be `X` here" points at `-> X`.
+        let pin_return = quote_spanned! {ret_span=>
+            #[allow(
+                unknown_lints,
+                unreachable_code,
+                clippy::diverging_sub_expression,
+                clippy::empty_loop,
+                clippy::let_unit_value,
+                clippy::let_with_type_underscore,
+                clippy::needless_return,
+                clippy::unreachable
+            )]
+            if false {
+                let __atomcache_return: #ret = loop {};
+                return __atomcache_return;
+            }
+        };
+        let fut = quote! {
+            async move {
+                #pin_return
+                #(#destructure)*
+                #body
+            }
+        };
+        // Spanned at the stored type, so "`X` cannot be cached" points at `-> X` (the call and
+        // its `.await` then report the same error at the same place, which rustc shows once).
+        let cached_call = quote_spanned!(value_span=>
+            ::atomcache::__private::#call(&__ATOMCACHE_SPEC, #id_var, #fut).await
+        );
         quote! {
             #spec
             let #id_var = #id;
-            #call(&__ATOMCACHE_SPEC, #id_var, async move {
-                #[allow(
-                    unknown_lints,
-                    unreachable_code,
-                    clippy::diverging_sub_expression,
-                    clippy::empty_loop,
-                    clippy::let_unit_value,
-                    clippy::let_with_type_underscore,
-                    clippy::needless_return,
-                    clippy::unreachable
-                )]
-                if false {
-                    let __atomcache_return: #ret = loop {};
-                    return __atomcache_return;
-                }
-                #(#destructure)*
-                #body
-            })
-            .await
+            #cached_call
         }
     };
 
@@ -136,7 +155,10 @@ fn id_expr(scope: &[ScopePart], source: &IdSource) -> TokenStream {
         .collect();
     match source {
         IdSource::Args(args) => parts.extend(args.iter().map(|(ident, span)| {
-            // Spanned at the argument's type: "`X` cannot be part of a cache id" points there.
+            // Located at the argument's type (but resolved as the user's name): "`X` cannot be
+            // part of a cache id" points there.
+            let mut ident = ident.clone();
+            ident.set_span(ident.span().located_at(*span));
             quote_spanned!(*span=> ::atomcache::__private::id_part(&#ident))
         })),
         IdSource::Key(expr) => {

@@ -1,7 +1,12 @@
-//! The `#[cached]` attribute of atomcache. Use it through `atomcache::cached`; this crate only
-//! parses ([`args`](crate::args), [`item`](crate::item)), validates
-//! ([`validate`](crate::validate)) and emits ([`expand`](crate::expand), or
-//! [`fallback`](crate::fallback) on error) calls into `atomcache::__private`.
+//! The `#[cached]` attribute of atomcache. Use it through `atomcache::cached`, which documents
+//! it; a crate using it needs no dependency besides `atomcache`.
+//!
+//! The macro runs in passes, one module each: `args` parses the attribute into a typed model,
+//! `item` reads the function (its body stays raw tokens), `validate` checks both and collects
+//! span-accurate errors into a plan, `expand` emits the function and its `_invalidate`
+//! companion as calls into `atomcache::__private` only, and `fallback` emits, on error, the
+//! errors beside the untouched function and a stub companion, so the user sees the attribute's
+//! errors and nothing else.
 
 use proc_macro::TokenStream;
 
@@ -11,7 +16,148 @@ mod fallback;
 mod item;
 mod validate;
 
-/// DOCS
+/// Memoizes an `async fn` in the cache: each value is computed once across all replicas.
+///
+/// ```ignore
+/// #[atomcache::cached(exp = 600, lock_timeout = 5)]
+/// pub async fn resources(offset: u32, items: u32) -> Vec<Item> {
+///     /* slow */
+/// }
+/// ```
+///
+/// A call builds the cache id from the arguments, joins an identical call already in flight in
+/// this process, reads the value, and on a miss takes the distributed lock; the winner runs the
+/// body and stores its value, every other caller (in every replica) waits for it. The function
+/// keeps its signature, visibility, doc comments and other attributes. If the store fails, the
+/// body runs and its value is returned (fail-open).
+///
+/// # Options
+///
+/// | option | meaning |
+/// |---|---|
+/// | `exp = 600` or `exp = "10m"` | **Required.** How long a value lives: whole seconds, or a string of `<number><unit>` with units `ms`, `s`, `m`, `h`, `d` (`"90s"`, `"1h30m"`, `"500ms"`). |
+/// | `lock_timeout = 5` or `lock_timeout = "500ms"` | The longest a computation may hold the lock; waiters take over after it. Default 5 s. Must be shorter than `exp`. |
+/// | `auto_refresh` | Recompute the value in the background before it expires, so readers never see a miss. Zero-argument functions only. |
+/// | `namespace = "users"` | The namespace of the entries. Default: the module path and the function's name (`my_app::api::resources`). |
+/// | `key = <expr>` | Build the id from this expression of the arguments (any `Serialize` value) instead of from the arguments. |
+/// | `skip(a, b)` | Leave these arguments (clients, pools, handles; `self`) out of the id. |
+/// | `cache_none` | For `Option<T>`: store `None` too. |
+/// | `codec = atomcache::Json` | The format of stored values. Default: `atomcache::Bincode`. |
+///
+/// Every option is checked at compile time, with an error at the offending token: a missing or
+/// zero `exp`, a `lock_timeout` not shorter than `exp` (mind the 5 s default: `exp = 5` alone
+/// is an error), unknown or repeated options, a `skip` that names no argument.
+///
+/// # The cache id
+///
+/// By default the id is the JSON of the arguments that are not skipped: one argument alone
+/// (`42`, `"ada"`), several as an array (`[0,20]`), none as `null`. JSON is the same in every
+/// replica of a build, and readable in `redis-cli`. Every argument must implement
+/// `serde::Serialize` (references such as `&str`, `&[T]` and `&MyStruct` are fine), unless it
+/// is skipped.
+///
+/// ```ignore
+/// #[atomcache::cached(exp = 60, skip(db))]
+/// async fn user(db: &Pool, id: u64) -> User { /* id: `42` */ }
+///
+/// #[atomcache::cached(exp = 60, key = format!("{}:{}", user.id, page))]
+/// async fn feed(user: &User, page: u32, trace: bool) -> Vec<Post> { /* id: `"42:1"` */ }
+/// ```
+///
+/// `key` replaces the arguments entirely (it cannot be combined with `skip`): its value, which
+/// must implement `Serialize`, is the id. Ids that do not serialise at run time (a map with
+/// non-string keys) bypass the cache and are logged.
+///
+/// # Return types
+///
+/// | returns | stored | returned without storing |
+/// |---|---|---|
+/// | `T` | every value | — |
+/// | `Result<T, E>` | `Ok(T)` | `Err(E)`; the lock is released at once so the next caller retries |
+/// | `Option<T>` | `Some(T)` | `None` (store it too with `cache_none`) |
+///
+/// The kind is chosen by the last segment of the return type's path, so `io::Result<T>` and
+/// `anyhow::Result<T>` count as results. The stored `T` must implement `Serialize +
+/// DeserializeOwned + Send + 'static`; `E` needs nothing. `return` and `?` work in the body as
+/// in any function.
+///
+/// # The `_invalidate` companion
+///
+/// Beside each function `name`, the attribute declares `name_invalidate`, with the same
+/// visibility and generics, taking the arguments that make up the id (all of them with `key`;
+/// the non-skipped ones otherwise), which drops the entry of that call; the next call computes
+/// it again. It returns `Result<(), atomcache::Error>`.
+///
+/// ```ignore
+/// #[atomcache::cached(exp = 60, skip(db))]
+/// pub async fn user(db: &Pool, id: u64) -> User { /* .. */ }
+///
+/// user_invalidate(42).await?; // `db` is skipped, so not needed
+/// ```
+///
+/// # Methods
+///
+/// In an `impl` block, `self` must be skipped (entries are then shared by every instance) or
+/// covered by a `key`. The id also holds the `Self` type's name, so generic impls and
+/// same-named methods of different types in one module never share entries. The companion is
+/// an associated function (`Repo::find_invalidate(id)`), or a method when the `key` uses
+/// `self`.
+///
+/// ```ignore
+/// impl Repo {
+///     #[atomcache::cached(exp = 60, skip(self))]
+///     async fn find(&self, id: u32) -> Item { /* .. */ }
+///
+///     #[atomcache::cached(exp = 60, key = (self.tenant, id))]
+///     async fn find_for_tenant(&self, id: u32) -> Item { /* .. */ }
+/// }
+/// ```
+///
+/// # Generic functions
+///
+/// Supported: the id starts with the names of the type parameters
+/// (`std::any::type_name`) and the values of the const parameters, so `load::<A>` and
+/// `load::<B>` never share entries. Lifetime parameters are not part of the id. The value type
+/// needs the bounds of a cached value in the `where` clause:
+///
+/// ```ignore
+/// #[atomcache::cached(exp = 60)]
+/// async fn config<T>(name: &str) -> Option<T>
+/// where
+///     T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
+/// { /* id: `["my_app::Limits","api"]` */ }
+///
+/// config_invalidate::<Limits>("api").await?;
+/// ```
+///
+/// `impl Trait` arguments are rejected (the id needs to name every type): use a generic
+/// parameter. Type names are stable within one build of a program, which is what replicas
+/// share; a new build with different types reads other entries.
+///
+/// # `auto_refresh`
+///
+/// ```ignore
+/// #[atomcache::cached(exp = 120, lock_timeout = 5, auto_refresh)]
+/// async fn exchange_rates() -> Rates { /* .. */ }
+/// ```
+///
+/// The function registers itself at link time; once the backend is installed, a background
+/// task recomputes the value at `exp - lock_timeout`, under the lock, while readers keep the
+/// old one. The function must take no arguments, not be generic and not use `Self`, and its
+/// body's future must be `Send` (it runs on a background task). A refresh that returns `Err`
+/// or `None` keeps the old value.
+///
+/// # Limitations
+///
+/// - The function must be an `async fn` with a body. Not in trait definitions, and not in
+///   trait `impl`s (the companion cannot be declared there); under `#[async_trait]` the
+///   function is no longer `async` when `#[cached]` sees it. Cache a free function and call it
+///   from the trait method instead.
+/// - Destructured arguments (`(a, b): (u32, u32)`) are part of the id as a whole; a `key`
+///   expression cannot name their parts.
+/// - Two associated functions without `self` and without `Self` in their signature, with the
+///   same name, in two `impl` blocks of one module, share the default namespace: give one a
+///   `namespace`.
 #[proc_macro_attribute]
 pub fn cached(args: TokenStream, item: TokenStream) -> TokenStream {
     cached_impl(args.into(), item.into()).into()

@@ -31,6 +31,8 @@ pub(crate) struct Plan {
     /// The declared return type (`()` when there is none).
     pub ret: TokenStream,
     pub ret_span: Span,
+    /// Where the stored type (`T` of `T`, `Result<T, E>`, `Option<T>`) is written.
+    pub value_span: Span,
     /// Type-level parts of the id (`Self`, type and const parameters), before the value parts.
     pub scope: Vec<ScopePart>,
     pub id: IdSource,
@@ -313,6 +315,10 @@ pub(crate) fn validate(args: Args, func: &CachedFn) -> Result<Plan, Invalid> {
         }
         (None, kind) => kind,
     };
+    let value_span = match &sig.output {
+        ReturnType::Default => ret_span,
+        ReturnType::Type(_, ty) => stored_type(ty, kind).map_or(ret_span, |value| value.span()),
+    };
 
     // --- generics ----------------------------------------------------------------------------
     let mut scope = Vec::new();
@@ -429,6 +435,7 @@ pub(crate) fn validate(args: Args, func: &CachedFn) -> Result<Plan, Invalid> {
         kind,
         ret,
         ret_span,
+        value_span,
         scope,
         id,
         companion,
@@ -449,6 +456,26 @@ fn return_kind(ty: &Type) -> Kind {
             }
         }
         _ => Kind::Plain,
+    }
+}
+
+/// The stored type: the `T` of `Result<T, _>` and `Option<T>`, or the whole type; `None` when
+/// it cannot be read from the tokens (an alias such as `type Result = ..` without arguments).
+fn stored_type(ty: &Type, kind: Kind) -> Option<Type> {
+    match (ty, kind) {
+        (_, Kind::Plain) => Some(ty.clone()),
+        (Type::Group(group), _) => stored_type(&group.elem, kind),
+        (Type::Paren(paren), _) => stored_type(&paren.elem, kind),
+        (Type::Path(path), Kind::Result | Kind::Option) => {
+            match path.path.segments.last().map(|s| &s.arguments) {
+                Some(syn::PathArguments::AngleBracketed(args)) => match args.args.first() {
+                    Some(syn::GenericArgument::Type(value)) => Some(value.clone()),
+                    _ => None,
+                },
+                _ => None,
+            }
+        }
+        _ => None,
     }
 }
 

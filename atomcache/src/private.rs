@@ -46,10 +46,12 @@ impl<C: Codec> Spec<C> {
 /// Values a `#[cached]` function can return (the cached part of `T`, `Result<T, _>`, `Option<T>`).
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be cached: a #[cached] value must be `Serialize + DeserializeOwned + Send + 'static`",
-    label = "this type must implement serde's `Serialize` and `Deserialize`",
-    note = "derive them with `#[derive(serde::Serialize, serde::Deserialize)]`"
+    label = "the value this function stores",
+    note = "derive `serde::Serialize` and `serde::Deserialize` for it; it must also be `Send` and own its data (no borrowed fields)"
 )]
 pub trait CacheValue: Serialize + DeserializeOwned + Send + 'static {}
+// Report the missing bound as this trait's message, not serde's.
+#[diagnostic::do_not_recommend]
 impl<T: Serialize + DeserializeOwned + Send + 'static> CacheValue for T {}
 
 /// Arguments that make up a cache id.
@@ -59,6 +61,8 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> CacheValue for T {}
     note = "derive `serde::Serialize`, leave the argument out with `skip(..)`, or give a `key = ..` expression"
 )]
 pub trait CacheArg: Serialize {}
+// Report the missing bound as this trait's message, not serde's.
+#[diagnostic::do_not_recommend]
 impl<T: Serialize + ?Sized> CacheArg for T {}
 
 /// Asserts at compile time that an argument can be part of the id.
@@ -94,6 +98,8 @@ pub fn id_part<T: CacheArg + ?Sized>(value: &T) -> IdPart {
     note = "use a string (`key = format!(..)`), a number, or a tuple of serialisable values"
 )]
 pub trait CacheKey: Serialize {}
+// Report the missing bound as this trait's message, not serde's.
+#[diagnostic::do_not_recommend]
 impl<T: Serialize + ?Sized> CacheKey for T {}
 
 /// Encodes the `key = ..` expression of a `#[cached]` function.
