@@ -19,6 +19,7 @@ pub(crate) mod kw {
     syn::custom_keyword!(skip);
     syn::custom_keyword!(codec);
     syn::custom_keyword!(cache_none);
+    syn::custom_keyword!(invalidate);
 }
 
 /// Every option name, in the order the documentation lists them.
@@ -31,6 +32,7 @@ pub(crate) const OPTIONS: &[&str] = &[
     "skip",
     "cache_none",
     "codec",
+    "invalidate",
 ];
 
 /// The attribute as written.
@@ -46,6 +48,13 @@ pub(crate) struct Args {
     /// The span of the `cache_none` flag.
     pub cache_none: Option<Span>,
     pub codec: Option<Type>,
+    pub invalidate: Option<InvalidateArg>,
+}
+
+/// `invalidate = false` (no companion) or `invalidate = "name"` (its name).
+pub(crate) enum InvalidateArg {
+    Off,
+    Named(Ident),
 }
 
 /// A duration, in milliseconds, with the span of the literal that gave it.
@@ -137,6 +146,11 @@ impl Parse for Args {
                 input.parse::<Token![=]>()?;
                 let codec: Type = input.parse()?;
                 set_once(&mut args.codec, codec, keyword.span, "codec")?;
+            } else if lookahead.peek(kw::invalidate) {
+                let keyword: kw::invalidate = input.parse()?;
+                input.parse::<Token![=]>()?;
+                let value = parse_invalidate(input)?;
+                set_once(&mut args.invalidate, value, keyword.span, "invalidate")?;
             } else if input.peek(Ident::peek_any) {
                 let unknown = input.call(Ident::parse_any)?;
                 return Err(unknown_option(&unknown));
@@ -187,6 +201,33 @@ fn parse_str(input: ParseStream<'_>, name: &str, example: &str) -> syn::Result<L
             other.span(),
             format!("`{name}` takes a string literal, e.g. `{example}`"),
         )),
+    }
+}
+
+fn parse_invalidate(input: ParseStream<'_>) -> syn::Result<InvalidateArg> {
+    let expr: Expr = input.parse()?;
+    let wrong = |span: Span| {
+        syn::Error::new(
+            span,
+            "`invalidate` takes `false` (declare no companion) or the companion's name: `invalidate = \"drop_user\"`",
+        )
+    };
+    match &expr {
+        Expr::Lit(syn::ExprLit {
+            lit: Lit::Bool(flag),
+            ..
+        }) if !flag.value => Ok(InvalidateArg::Off),
+        Expr::Lit(syn::ExprLit {
+            lit: Lit::Str(name),
+            ..
+        }) => match syn::parse_str::<Ident>(&name.value()) {
+            Ok(mut ident) => {
+                ident.set_span(name.span());
+                Ok(InvalidateArg::Named(ident))
+            }
+            Err(_) => Err(wrong(name.span())),
+        },
+        other => Err(wrong(other.span())),
     }
 }
 
@@ -333,13 +374,15 @@ mod tests {
             key = a.id,
             skip(self, db),
             cache_none,
-            codec = ::atomcache::Json
+            codec = ::atomcache::Json,
+            invalidate = false
         );
         assert_eq!(args.exp.map(|d| d.millis), Some(600_000));
         assert_eq!(args.lock_timeout.map(|d| d.millis), Some(3_000));
         assert!(args.auto_refresh.is_some() && args.cache_none.is_some());
         assert_eq!(args.namespace.map(|n| n.value()).as_deref(), Some("n"));
         assert!(args.key.is_some() && args.codec.is_some());
+        assert!(matches!(args.invalidate, Some(InvalidateArg::Off)));
         let skip: Vec<String> = args
             .skip
             .unwrap()
@@ -365,6 +408,8 @@ mod tests {
         assert!(err(quote::quote!(namespace = users)).contains("string literal"));
         assert!(err(quote::quote!(auto_refresh = true)).contains("flag"));
         assert!(err(quote::quote!(skip = a)).contains("skip(db, client)"));
+        assert!(err(quote::quote!(invalidate = true)).contains("companion's name"));
+        assert!(err(quote::quote!(invalidate = "not an ident")).contains("companion's name"));
     }
 
     #[test]

@@ -102,14 +102,16 @@ pub(crate) fn expand(plan: &Plan) -> TokenStream {
         }
     };
 
-    let companion = companion(
-        &plan.func,
-        &plan.companion,
-        &quote! {
-            #spec
-            ::atomcache::__private::invalidate(&__ATOMCACHE_SPEC, #id).await
-        },
-    );
+    let companion = plan.companion.as_ref().map(|companion_fn| {
+        companion(
+            &plan.func,
+            companion_fn,
+            &quote! {
+                #spec
+                ::atomcache::__private::invalidate(&__ATOMCACHE_SPEC, #id).await
+            },
+        )
+    });
 
     quote! {
         #(#attrs)*

@@ -43,6 +43,7 @@ mod validate;
 /// | `skip(a, b)` | Leave these arguments (clients, pools, handles; `self`) out of the id. |
 /// | `cache_none` | For `Option<T>`: store `None` too. |
 /// | `codec = atomcache::Json` | The format of stored values. Default: `atomcache::Bincode`. |
+/// | `invalidate = "forget_user"` or `invalidate = false` | Rename the `_invalidate` companion, or declare none (needed in trait `impl`s). |
 ///
 /// Every option is checked at compile time, with an error at the offending token: a missing or
 /// zero `exp`, a `lock_timeout` not shorter than `exp` (mind the 5 s default: `exp = 5` alone
@@ -86,7 +87,8 @@ mod validate;
 /// Beside each function `name`, the attribute declares `name_invalidate`, with the same
 /// visibility and generics, taking the arguments that make up the id (all of them with `key`;
 /// the non-skipped ones otherwise), which drops the entry of that call; the next call computes
-/// it again. It returns `Result<(), atomcache::Error>`.
+/// it again. It returns `Result<(), atomcache::Error>`. `invalidate = "name"` renames it;
+/// `invalidate = false` leaves it out.
 ///
 /// ```ignore
 /// #[atomcache::cached(exp = 60, skip(db))]
@@ -149,10 +151,11 @@ mod validate;
 ///
 /// # Limitations
 ///
-/// - The function must be an `async fn` with a body. Not in trait definitions, and not in
-///   trait `impl`s (the companion cannot be declared there); under `#[async_trait]` the
-///   function is no longer `async` when `#[cached]` sees it. Cache a free function and call it
-///   from the trait method instead.
+/// - The function must be an `async fn` with a body, so not in a trait definition. In a trait
+///   `impl`, add `invalidate = false`: the companion cannot be declared there (rustc says
+///   "method `find_invalidate` is not a member of trait"). Under `#[async_trait]` the method is
+///   no longer `async` when `#[cached]` sees it: cache a free function and call it from the
+///   method instead.
 /// - Destructured arguments (`(a, b): (u32, u32)`) are part of the id as a whole; a `key`
 ///   expression cannot name their parts.
 /// - Two associated functions without `self` and without `Self` in their signature, with the

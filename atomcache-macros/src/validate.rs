@@ -9,7 +9,7 @@ use syn::spanned::Spanned as _;
 use syn::visit::Visit;
 use syn::{FnArg, GenericParam, Ident, Pat, Receiver, ReturnType, Type};
 
-use crate::args::Args;
+use crate::args::{Args, InvalidateArg};
 use crate::item::{mentions_self_type, CachedFn};
 
 /// The default `lock_timeout`, as in the Python original (and `atomcache::DEFAULT_LOCK_TIMEOUT`).
@@ -36,7 +36,8 @@ pub(crate) struct Plan {
     /// Type-level parts of the id (`Self`, type and const parameters), before the value parts.
     pub scope: Vec<ScopePart>,
     pub id: IdSource,
-    pub companion: Companion,
+    /// `None` with `invalidate = false`.
+    pub companion: Option<Companion>,
 }
 
 /// Which output is stored.
@@ -401,7 +402,10 @@ pub(crate) fn validate(args: Args, func: &CachedFn) -> Result<Plan, Invalid> {
         ),
     };
     let companion = Companion {
-        ident: format_ident!("{}_invalidate", fn_name, span = sig.ident.span()),
+        ident: match &args.invalidate {
+            Some(InvalidateArg::Named(ident)) => ident.clone(),
+            _ => format_ident!("{}_invalidate", fn_name, span = sig.ident.span()),
+        },
         receiver: match (&args.key, receiver) {
             (Some(_), Some(mut recv)) => {
                 if recv.reference.is_none() {
@@ -418,10 +422,15 @@ pub(crate) fn validate(args: Args, func: &CachedFn) -> Result<Plan, Invalid> {
             .collect(),
     };
 
+    let companion = match args.invalidate {
+        Some(InvalidateArg::Off) => None,
+        _ => Some(companion),
+    };
+
     if let Some(error) = errors.0 {
         return Err(Invalid {
             error,
-            companion: Some(Box::new(companion)),
+            companion: companion.map(Box::new),
         });
     }
     Ok(Plan {

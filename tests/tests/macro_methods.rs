@@ -215,3 +215,44 @@ async fn lifetime_parameters_are_fine() {
     assert_eq!(first_word("hello world").await, "hello");
     assert_eq!(LIFETIME_CALLS.load(SeqCst), 1);
 }
+
+/// Trait impls cannot hold the companion: `invalidate = false` leaves it out.
+trait Directory {
+    async fn lookup(&self, name: &str) -> Option<u32>;
+}
+
+struct StaticDirectory;
+
+static TRAIT_CALLS: AtomicUsize = AtomicUsize::new(0);
+
+impl Directory for StaticDirectory {
+    #[cached(exp = 60, skip(self), invalidate = false)]
+    async fn lookup(&self, name: &str) -> Option<u32> {
+        TRAIT_CALLS.fetch_add(1, SeqCst);
+        (name == "ada").then_some(1)
+    }
+}
+
+#[tokio::test]
+async fn trait_impl_methods_work_without_a_companion() {
+    assert_eq!(StaticDirectory.lookup("ada").await, Some(1));
+    assert_eq!(StaticDirectory.lookup("ada").await, Some(1));
+    assert_eq!(StaticDirectory.lookup("bob").await, None);
+    assert_eq!(TRAIT_CALLS.load(SeqCst), 2);
+}
+
+static RENAMED_CALLS: AtomicUsize = AtomicUsize::new(0);
+
+#[cached(exp = 60, invalidate = "forget_motd")]
+async fn motd(lang: &str) -> String {
+    RENAMED_CALLS.fetch_add(1, SeqCst);
+    format!("hello ({lang})")
+}
+
+#[tokio::test]
+async fn the_companion_can_be_renamed() {
+    assert_eq!(motd("en").await, "hello (en)");
+    forget_motd("en").await.unwrap();
+    assert_eq!(motd("en").await, "hello (en)");
+    assert_eq!(RENAMED_CALLS.load(SeqCst), 2);
+}
