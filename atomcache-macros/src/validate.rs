@@ -130,7 +130,7 @@ pub(crate) fn validate(args: Args, func: &CachedFn) -> Result<Plan, Invalid> {
         );
     }
 
-    // --- lifetimes ---------------------------------------------------------------------------
+    // --- exp and lock_timeout ----------------------------------------------------------------
     let exp_ms = match args.exp {
         None => {
             errors.push(
@@ -339,7 +339,7 @@ pub(crate) fn validate(args: Args, func: &CachedFn) -> Result<Plan, Invalid> {
     }
 
     // --- auto_refresh ------------------------------------------------------------------------
-    if let Some(flag) = args.auto_refresh {
+    if args.auto_refresh.is_some() {
         if let Some(first) = sig.inputs.first() {
             let span = match first {
                 FnArg::Receiver(recv) => recv.self_token.span,
@@ -386,7 +386,6 @@ pub(crate) fn validate(args: Args, func: &CachedFn) -> Result<Plan, Invalid> {
                 );
             }
         }
-        let _ = flag;
     }
 
     // --- the id and the companion ------------------------------------------------------------
