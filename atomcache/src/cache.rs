@@ -77,6 +77,8 @@ pub struct CacheBuilder<C: Codec = Bincode> {
     exp: Duration,
     lock_timeout: Duration,
     store: Option<Arc<Store>>,
+    /// A setting rejected before `build` (reported by `build`).
+    invalid: Option<Error>,
     codec: PhantomData<fn() -> C>,
 }
 
@@ -126,6 +128,7 @@ impl Cache<Bincode> {
             exp: DEFAULT_EXP,
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
             store: None,
+            invalid: None,
             codec: PhantomData,
         }
     }
@@ -148,8 +151,10 @@ impl<C: Codec> CacheBuilder<C> {
     /// Uses this backend instead of the process-wide one. The cache gets its own single-flight
     /// table and [`Stats`].
     pub fn backend(mut self, backend: impl Backend) -> Self {
-        let prefix = backend_prefix(&backend);
-        self.store = Some(Arc::new(Store::new(Arc::new(backend), prefix)));
+        match backend_prefix(&backend) {
+            Ok(prefix) => self.store = Some(Arc::new(Store::new(Arc::new(backend), prefix))),
+            Err(err) => self.invalid = Some(err),
+        }
         self
     }
 
@@ -166,12 +171,16 @@ impl<C: Codec> CacheBuilder<C> {
             exp: self.exp,
             lock_timeout: self.lock_timeout,
             store: self.store,
+            invalid: self.invalid,
             codec: PhantomData,
         }
     }
 
     /// Checks the settings and builds the cache.
     pub fn build(self) -> Result<Cache<C>, Error> {
+        if let Some(err) = self.invalid {
+            return Err(err);
+        }
         let policy = Policy::new(self.exp, self.lock_timeout)?;
         Ok(Cache {
             namespace: Arc::from(self.namespace),
@@ -182,8 +191,11 @@ impl<C: Codec> CacheBuilder<C> {
     }
 }
 
-pub(crate) fn backend_prefix(backend: &dyn Backend) -> String {
-    backend.key_prefix().to_owned()
+/// The backend's key prefix, checked (no hash-tag braces, no control characters).
+pub(crate) fn backend_prefix(backend: &dyn Backend) -> Result<String, Error> {
+    let prefix = backend.key_prefix();
+    crate::key::validate_prefix(prefix)?;
+    Ok(prefix.to_owned())
 }
 
 /// What [`Cache::entry`] returns: a stored value with its metadata.

@@ -43,7 +43,7 @@ pub enum CodecError {
 
 /// A serde-based serialisation format for stored values.
 ///
-/// The default is [`Bincode`]; [`Json`] is behind the `json` feature. A codec is chosen per
+/// The default is [`Bincode`]; `Json` is behind the `json` feature. A codec is chosen per
 /// [`Cache`](crate::Cache) as its type parameter. Implement this trait to bring another format:
 ///
 /// ```

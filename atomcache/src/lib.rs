@@ -12,17 +12,53 @@
 //! do not decode, the computation runs and its value is returned (fail-open, logged through
 //! `tracing`, counted in [`Stats`]).
 //!
+//! ## `#[cached]`
+//!
+//! ```
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+//! pub struct Item { pub id: u32 }
+//! pub struct Pool; // a client, pool or handle: not part of the cache id
+//!
+//! /// Computed once per `(offset, items)` across all replicas, for ten minutes.
+//! #[atomcache::cached(exp = "10m", lock_timeout = 5, skip(db))]
+//! pub async fn resources(db: &Pool, offset: u32, items: u32) -> Result<Vec<Item>, String> {
+//!     let _ = db;
+//!     Ok((offset..offset + items).map(|id| Item { id }).collect()) // `Err` is not cached
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), atomcache::Error> {
+//! // No init: the embedded memory backend. In production:
+//! // let runtime = atomcache::init(atomcache::RedisBackend::connect("redis://127.0.0.1/").await?).await?;
+//! let page = resources(&Pool, 0, 2).await.unwrap();
+//! assert_eq!(resources(&Pool, 0, 2).await.unwrap(), page); // from the cache
+//! resources_invalidate(0, 2).await?;                       // the generated companion
+//! # Ok(()) }
+//! ```
+//!
+//! Options (`exp`, `lock_timeout`, `auto_refresh`, `namespace`, `key`, `skip`, `cache_none`,
+//! `codec`, `invalidate`) are documented on [`cached`].
+//!
+//! ## The direct API
+//!
+//! For code that is not one function, e.g. memoizing calls to an external API: [`Cache`].
+//!
 //! ```
 //! use std::time::Duration;
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), atomcache::Error> {
-//! // No init: the embedded memory backend. In production:
-//! // atomcache::init(atomcache::RedisBackend::connect("redis://127.0.0.1/").await?).await?;
 //! let cache = atomcache::Cache::builder("quotes").exp(Duration::from_secs(60)).build()?;
 //! let quote = cache.get_or_compute("ACME", || async { 41.5_f64 }).await;
 //! assert_eq!(cache.get::<f64>("ACME").await?, Some(quote));
 //! # Ok(()) }
 //! ```
+//!
+//! ## Backends
+//!
+//! [`MemoryBackend`] (embedded, the default before [`init`]), [`RedisBackend`] (feature `redis`,
+//! on by default; `rediss://` with feature `tls`, on by default), or your own [`Backend`].
+//! HTTP helpers for axum are in [`http`] (feature `axum`).
 #![warn(missing_docs)]
 
 pub mod backend;

@@ -50,7 +50,7 @@ pub(crate) fn current_store() -> Arc<Store> {
 /// # Ok(()) }
 /// ```
 pub async fn init(backend: impl Backend) -> Result<Runtime, Error> {
-    let store = new_store(backend);
+    let store = new_store(backend)?;
     {
         let mut installed = INSTALLED.write().unwrap_or_else(|e| e.into_inner());
         if installed.is_some() {
@@ -61,9 +61,9 @@ pub async fn init(backend: impl Backend) -> Result<Runtime, Error> {
     Ok(Runtime::start(store))
 }
 
-fn new_store(backend: impl Backend) -> Arc<Store> {
-    let prefix = backend_prefix(&backend);
-    Arc::new(Store::new(Arc::new(backend), prefix))
+fn new_store(backend: impl Backend) -> Result<Arc<Store>, Error> {
+    let prefix = backend_prefix(&backend)?;
+    Ok(Arc::new(Store::new(Arc::new(backend), prefix)))
 }
 
 /// The handle of an installed backend; see [`init`].
@@ -99,15 +99,17 @@ impl Runtime {
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), atomcache::Error> {
-    /// let replica = atomcache::Runtime::detached(atomcache::MemoryBackend::new());
+    /// let replica = atomcache::Runtime::detached(atomcache::MemoryBackend::new())?;
     /// let cache = replica.cache("users").build()?;
     /// cache.set("1", &"ada").await?;
     /// assert_eq!(replica.stats().hits, 0);
     /// replica.shutdown().await;
     /// # Ok(()) }
     /// ```
-    pub fn detached(backend: impl Backend) -> Runtime {
-        Runtime::start(new_store(backend))
+    ///
+    /// Fails only when the backend's key prefix is invalid (contains `{` or `}`).
+    pub fn detached(backend: impl Backend) -> Result<Runtime, Error> {
+        Ok(Runtime::start(new_store(backend)?))
     }
 
     /// Starts building a [`Cache`](crate::Cache) on this runtime's backend (sharing its

@@ -295,7 +295,8 @@ async fn two_routers_on_one_redis_compute_once() {
     let mut routers = Vec::new();
     let mut counters = Vec::new();
     for _ in 0..2 {
-        let replica = Runtime::detached(RedisBackend::connect(&server.url()).await.unwrap());
+        let replica =
+            Runtime::detached(RedisBackend::connect(&server.url()).await.unwrap()).unwrap();
         let cache = replica
             .cache("http_axum::items")
             .exp(Duration::from_secs(60))

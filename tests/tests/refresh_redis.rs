@@ -32,7 +32,7 @@ async fn three_replicas_refresh_once_per_period_and_readers_never_miss() {
     let mut replicas = Vec::new();
     for _ in 0..3 {
         let backend = RedisBackend::connect(&server.url()).await.expect("connect");
-        replicas.push(Runtime::detached(backend));
+        replicas.push(Runtime::detached(backend).unwrap());
     }
     let caches: Vec<_> = replicas
         .iter()

@@ -42,7 +42,7 @@ async fn refresher_survives_a_backend_restart() {
         .connect()
         .await
         .unwrap();
-    let replica = Runtime::detached(backend);
+    let replica = Runtime::detached(backend).unwrap();
     let cache = replica
         .cache("refresh_restart::value")
         .exp(Duration::from_secs(2))
