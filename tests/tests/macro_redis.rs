@@ -34,7 +34,7 @@ static FINDS: AtomicUsize = AtomicUsize::new(0);
 #[cached(exp = 60)]
 async fn find(id: u32) -> Option<String> {
     FINDS.fetch_add(1, SeqCst);
-    (id % 2 == 0).then(|| format!("even-{id}"))
+    id.is_multiple_of(2).then(|| format!("even-{id}"))
 }
 
 struct Client {
