@@ -17,7 +17,7 @@ use std::time::Duration;
 use atomcache::{Cache, Codec, MemoryBackend, RedisBackend};
 use atomcache_bench::{
     payload, print_header, print_ratios, quick, raw_connection, runtime, timed, timed_callers,
-    Paired, Row, Timed, VALUE_LEN,
+    warn_bimodal, Paired, Row, Timed, VALUE_LEN,
 };
 use atomcache_tests::RedisServer;
 use criterion::{Criterion, Throughput};
@@ -313,6 +313,7 @@ fn main() {
             Row::new("sequential, one caller", RAW_DECODE, RAW),
         ],
     );
+    warn_bimodal(&seq, &[RAW, RAW_DECODE, MACRO, ATOMCACHE]);
     print_ratios(
         "Scenario 1: warm hit, 64 concurrent callers",
         &dis,

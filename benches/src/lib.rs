@@ -219,6 +219,30 @@ impl Row {
     }
 }
 
+/// Warns when one-caller round trips of the contenders differ by more than 3×: on a virtual
+/// machine an idle vCPU halts between round trips, and a connection then answers in ~60 µs
+/// instead of ~9 µs depending on which threads its tasks landed on. Such a ratio measures task
+/// placement, not the library; the CPU-bound rows and the instruction counts
+/// (`profile_hit` under callgrind) still hold.
+pub fn warn_bimodal(medians: &Medians, names: &[&str]) {
+    let times: Vec<f64> = names.iter().map(|n| medians.get(n)).collect();
+    let (min, max) = times
+        .iter()
+        .fold((f64::MAX, 0.0f64), |(lo, hi), &t| (lo.min(t), hi.max(t)));
+    if max > 3.0 * min {
+        println!(
+            "WARNING: the one-caller round trips differ by {:.1}× ({}): a placement artifact of this machine (see BENCHMARKS.md), not a property of the contenders; run again",
+            max / min,
+            names
+                .iter()
+                .zip(&times)
+                .map(|(n, t)| format!("{n} {}", fmt_ns(*t)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+}
+
 /// Formats nanoseconds for a table.
 pub fn fmt_ns(ns: f64) -> String {
     if ns >= 1e6 {
