@@ -1,5 +1,5 @@
 //! Scenario 2: a cold-key stampede. 8 replica processes × 64 concurrent callers ask for one
-//! cold key whose computation takes 300 ms, through atomcache and through the `cached` crate's
+//! cold key whose computation takes 300 ms, through atomcache's `#[cached]` and through the `cached` crate's
 //! Redis-backed `#[concurrent_cached]` (on `AsyncRedisCache`), on one redis-server.
 //!
 //! ```text
@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use atomcache::{Cache, RedisBackend};
+use atomcache::RedisBackend;
 use atomcache_bench::print_header;
 use atomcache_tests::{percentiles, unix_ms, RedisServer, ReplicaArgs, ReplicaProcess};
 
@@ -178,7 +178,7 @@ async fn orchestrate(args: &[String]) {
     println!("|---|---|---|---|---|---|---|---|");
     for (contender, t) in &tallies {
         let name = match *contender {
-            ATOMCACHE => "atomcache `Cache::get_or_compute` (Redis)",
+            ATOMCACHE => "atomcache `#[cached]` (Redis)",
             _ => "cached 4.1 `#[concurrent_cached]` + `AsyncRedisCache`",
         };
         let (w50, w99, wmax) = if t.waiters_ms.is_empty() {
@@ -259,7 +259,6 @@ struct ReplicaSettings {
     id: String,
     callers: usize,
     compute: Duration,
-    lock_timeout: Duration,
 }
 
 fn replica_settings(args: &[String]) -> ReplicaSettings {
@@ -269,7 +268,6 @@ fn replica_settings(args: &[String]) -> ReplicaSettings {
         id: String::new(),
         callers: 1,
         compute: Duration::from_millis(300),
-        lock_timeout: Duration::from_secs(5),
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -283,7 +281,8 @@ fn replica_settings(args: &[String]) -> ReplicaSettings {
             "--id" => s.id = value.clone(),
             "--callers" => s.callers = value.parse().expect("number of callers"),
             "--compute-ms" => s.compute = ms(),
-            "--lock-timeout-ms" => s.lock_timeout = ms(),
+            // The macro's lock_timeout is written in the attribute (5 s).
+            "--lock-timeout-ms" => assert_eq!(ms(), Duration::from_secs(5), "lock_timeout"),
             other => panic!("unknown replica flag {other}"),
         }
     }
@@ -314,6 +313,14 @@ tokio::task_local! {
     static COMPUTED_HERE: Arc<AtomicBool>;
 }
 
+/// atomcache's memoization of the computation, as users write it (on the backend that `init`
+/// installed).
+#[atomcache::cached(exp = 60, lock_timeout = 5)]
+async fn atomcache_fn(id: String) -> String {
+    let flag = COMPUTED_HERE.with(Arc::clone);
+    compute(&id, &flag).await
+}
+
 /// The `cached` crate's Redis-backed memoization of the same computation. `#[concurrent_cached]`
 /// has no lock (neither in-process nor across processes): every caller that misses computes.
 #[cached::macros::concurrent_cached(
@@ -338,19 +345,12 @@ async fn replica(args: &[String]) {
     let s = replica_settings(args);
     COMPUTE.set(s.compute).expect("set once");
     URL.set(s.url.clone()).expect("set once");
-    let cache = match s.contender.as_str() {
+    let installed = match s.contender.as_str() {
         ATOMCACHE => {
             let backend = RedisBackend::connect(&s.url)
                 .await
                 .expect("connect to Redis");
-            Some(
-                Cache::builder("bench-stampede")
-                    .exp(Duration::from_secs(60))
-                    .lock_timeout(s.lock_timeout)
-                    .backend(backend)
-                    .build()
-                    .expect("cache settings"),
-            )
+            Some(atomcache::init(backend).await.expect("init"))
         }
         CACHED => {
             // Connects the store (built on first call), so both contenders start connected.
@@ -378,23 +378,18 @@ async fn replica(args: &[String]) {
 
     let mut calls = Vec::with_capacity(s.callers);
     for _ in 0..s.callers {
-        let cache = cache.clone();
+        let atomcache = installed.is_some();
         let id = s.id.clone();
         calls.push(tokio::spawn(async move {
             let flag = Arc::new(AtomicBool::new(false));
             let started = Instant::now();
-            let value: String = match cache {
-                Some(cache) => {
-                    let flag = flag.clone();
-                    let key = id.clone();
-                    cache
-                        .get_or_compute(&key, || async move { compute(&id, &flag).await })
-                        .await
-                }
-                None => COMPUTED_HERE
+            let value: String = if atomcache {
+                COMPUTED_HERE.scope(flag.clone(), atomcache_fn(id)).await
+            } else {
+                COMPUTED_HERE
                     .scope(flag.clone(), cached_crate(id))
                     .await
-                    .expect("cached call"),
+                    .expect("cached call")
             };
             let elapsed = started.elapsed().as_secs_f64() * 1000.0;
             let role = if flag.load(Ordering::SeqCst) {
@@ -409,10 +404,11 @@ async fn replica(args: &[String]) {
         let (elapsed, finished, value, role) = call.await.expect("caller task");
         say(&format!("CALL {elapsed:.3} {finished:.3} {value} {role}"));
     }
-    let (hits, coalesced, lock_waits, backend_errors) = cache.as_ref().map_or((0, 0, 0, 0), |c| {
-        let st = c.stats();
-        (st.hits, st.coalesced, st.lock_waits, st.backend_errors)
-    });
+    let (hits, coalesced, lock_waits, backend_errors) =
+        installed.as_ref().map_or((0, 0, 0, 0), |r| {
+            let st = r.stats();
+            (st.hits, st.coalesced, st.lock_waits, st.backend_errors)
+        });
     say(&format!(
         "DONE computations={} hits={hits} coalesced={coalesced} lock_waits={lock_waits} backend_errors={backend_errors}",
         COMPUTATIONS.load(Ordering::SeqCst),
