@@ -18,7 +18,7 @@ use std::time::Duration;
 use atomcache::{Cache, RedisBackend};
 use atomcache_bench::{
     fmt_ns, payload, print_header, print_ratios, quick, raw_connection, runtime, timed,
-    timed_callers, Paired, Row, Timed, VALUE_LEN,
+    timed_callers, warn_bimodal, Paired, Row, Timed, VALUE_LEN,
 };
 use atomcache_tests::RedisServer;
 use criterion::{Criterion, Throughput};
@@ -209,6 +209,9 @@ fn main() {
         // Rounds of about the same number of operations at every level.
         let iters = (4_000 / *n as u64).max(20);
         let m = p.run(rounds, iters);
+        if *n == 1 {
+            warn_bimodal(&m, &[RAW, DISTINCT, ONE_KEY]);
+        }
         let per_op = |name: &str| m.get(name) / *n as f64;
         let ops = |name: &str| format!("{:.0} ops/s", 1e9 / per_op(name));
         println!(
