@@ -2,9 +2,12 @@
 //!
 //! The first caller of a key becomes the leader and walks the locked path; the others wait for
 //! its landing and decode the bytes it shares. A leader that is cancelled or panics lands
-//! nothing, and its followers start a new round.
+//! nothing, and its followers start a new round. A leader without followers pays one map
+//! insert and remove: the channel to followers is made by the first follower, and the value is
+//! never copied for sharing.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
@@ -19,10 +22,37 @@ pub(crate) enum Landing {
 }
 
 type Slot = watch::Receiver<Option<Landing>>;
+type Sender = watch::Sender<Option<Landing>>;
+/// In-flight keys; the sender exists once a follower joined.
+type Map = HashMap<String, Option<Sender>, BuildHasherDefault<FnvHasher>>;
+
+/// FNV-1a for the in-flight map: the keys are short and come from this process's own calls, so
+/// SipHash's protection against chosen collisions buys nothing here and costs on every call.
+#[derive(Default)]
+struct FnvHasher(u64);
+
+impl Hasher for FnvHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
 
 #[derive(Default)]
 pub(crate) struct Flights {
-    map: Mutex<HashMap<String, Slot>>,
+    map: Mutex<Map>,
 }
 
 pub(crate) enum Joined<'a> {
@@ -31,21 +61,28 @@ pub(crate) enum Joined<'a> {
 }
 
 impl Flights {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Map> {
         self.map.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn join(&self, key: &str) -> Joined<'_> {
+    pub fn join<'a>(&'a self, key: &'a str) -> Joined<'a> {
         let mut map = self.lock();
-        if let Some(rx) = map.get(key) {
-            return Joined::Follower(rx.clone());
+        if let Some(sender) = map.get_mut(key) {
+            let rx = match sender {
+                Some(tx) => tx.subscribe(),
+                None => {
+                    let (tx, rx) = watch::channel(None);
+                    *sender = Some(tx);
+                    rx
+                }
+            };
+            return Joined::Follower(rx);
         }
-        let (tx, rx) = watch::channel(None);
-        map.insert(key.to_owned(), rx);
+        map.insert(key.to_owned(), None);
         Joined::Leader(FlightGuard {
             flights: self,
-            key: key.to_owned(),
-            tx: Some(tx),
+            key,
+            done: false,
         })
     }
 
@@ -58,34 +95,35 @@ impl Flights {
 /// Held by the leader; landing or dropping it ends the flight.
 pub(crate) struct FlightGuard<'a> {
     flights: &'a Flights,
-    key: String,
-    tx: Option<watch::Sender<Option<Landing>>>,
+    key: &'a str,
+    done: bool,
 }
 
 impl FlightGuard<'_> {
-    pub fn land(mut self, landing: Landing) {
-        if let Some(tx) = self.tx.take() {
-            self.remove(&tx);
-            tx.send_replace(Some(landing));
+    /// Ends the flight. `landing` is called only when followers wait for it.
+    pub fn land(mut self, landing: impl FnOnce() -> Landing) {
+        self.done = true;
+        // A caller arriving from now on starts a new flight.
+        if let Some(tx) = self.remove() {
+            if tx.receiver_count() > 0 {
+                tx.send_replace(Some(landing()));
+            }
         }
     }
 
-    fn remove(&self, tx: &watch::Sender<Option<Landing>>) {
-        let mut map = self.flights.lock();
-        if map
-            .get(&self.key)
-            .is_some_and(|rx| rx.same_channel(&tx.subscribe()))
-        {
-            map.remove(&self.key);
-        }
+    /// Removes the entry (ours: only the leader removes it, and a new leader for the key can
+    /// only come after this removal) and returns the followers' channel, if any.
+    fn remove(&self) -> Option<Sender> {
+        self.flights.lock().remove(self.key).flatten()
     }
 }
 
 impl Drop for FlightGuard<'_> {
     fn drop(&mut self) {
-        // Cancelled or panicked: followers see the channel close and start a new round.
-        if let Some(tx) = self.tx.take() {
-            self.remove(&tx);
+        // Cancelled or panicked: dropping the sender closes the channel, and the followers
+        // start a new round.
+        if !self.done {
+            drop(self.remove());
         }
     }
 }
@@ -111,10 +149,20 @@ mod tests {
         let Joined::Follower(rx) = flights.join("k") else {
             panic!("second caller must follow")
         };
-        guard.land(Landing::Value(Arc::from(&b"v"[..])));
+        guard.land(|| Landing::Value(Arc::from(&b"v"[..])));
         assert!(matches!(wait(rx).await, Some(Landing::Value(v)) if &*v == b"v"));
         assert_eq!(flights.len(), 0);
         assert!(matches!(flights.join("k"), Joined::Leader(_)));
+    }
+
+    #[tokio::test]
+    async fn a_leader_without_followers_builds_no_landing() {
+        let flights = Flights::default();
+        let Joined::Leader(guard) = flights.join("k") else {
+            panic!()
+        };
+        guard.land(|| panic!("nobody waits: the landing must not be built"));
+        assert_eq!(flights.len(), 0);
     }
 
     #[tokio::test]

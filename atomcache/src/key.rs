@@ -1,8 +1,9 @@
 //! Naming: how a (prefix, namespace, id) triple becomes the keys of one entry.
 //!
 //! Layout: `<prefix>{<tag>}<ns-len>:<ns>:<id-part>:<role>` where
-//! - `tag` is 16 hex digits of SHA-256 over namespace and id, inside braces: a Redis Cluster
-//!   hash tag, so the value, the lock and the wake-up channel of one entry share one slot;
+//! - `tag` is 16 hex digits of a stable 64-bit FNV-1a hash over namespace and id, inside braces:
+//!   a Redis Cluster hash tag, so the value, the lock and the wake-up channel of one entry share
+//!   one slot (it only spreads entries over slots; uniqueness comes from the rest of the key);
 //! - `ns-len` makes the split between namespace and id unambiguous, so distinct
 //!   (namespace, id) pairs never map to one key;
 //! - `id-part` is `=<id>` for ids up to [`MAX_INLINE_ID`] bytes and `#<sha256 hex>` for longer
@@ -21,7 +22,8 @@ pub const MAX_INLINE_ID: usize = 128;
 /// The Redis keys (and channel) of one cache entry.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct EntryKey {
-    base: String,
+    /// `base` followed by the value role `v`: the key read on every hit, built once.
+    value: String,
 }
 
 impl EntryKey {
@@ -36,37 +38,42 @@ impl EntryKey {
     /// assert_ne!(EntryKey::new("", "a:b", "c"), EntryKey::new("", "a", "b:c"));
     /// ```
     pub fn new(prefix: &str, namespace: &str, id: &str) -> Self {
-        let mut tag_hash = Sha256::new();
-        tag_hash.update((namespace.len() as u64).to_le_bytes());
-        tag_hash.update(namespace.as_bytes());
-        tag_hash.update(id.as_bytes());
-        let tag = tag_hash.finalize();
+        let mut tag = Fnv1a::new();
+        tag.write(&(namespace.len() as u64).to_le_bytes());
+        tag.write(namespace.as_bytes());
+        tag.write(id.as_bytes());
 
-        let mut base = String::with_capacity(
-            prefix.len() + namespace.len() + id.len().min(MAX_INLINE_ID) + 40,
-        );
-        base.push_str(prefix);
-        base.push('{');
-        push_hex(&mut base, &tag[..8]);
-        base.push('}');
-        base.push_str(&namespace.len().to_string());
-        base.push(':');
-        base.push_str(namespace);
-        base.push(':');
-        if id.len() <= MAX_INLINE_ID {
-            base.push('=');
-            base.push_str(id);
+        let ns_len = namespace.len().to_string();
+        let id_len = if id.len() <= MAX_INLINE_ID {
+            id.len() + 1
         } else {
-            base.push('#');
-            push_hex(&mut base, &Sha256::digest(id.as_bytes()));
+            65
+        };
+        let mut key = String::with_capacity(
+            prefix.len() + 18 + ns_len.len() + 1 + namespace.len() + 1 + id_len + 2,
+        );
+        key.push_str(prefix);
+        key.push('{');
+        push_hex(&mut key, &tag.finish().to_be_bytes());
+        key.push('}');
+        key.push_str(&ns_len);
+        key.push(':');
+        key.push_str(namespace);
+        key.push(':');
+        if id.len() <= MAX_INLINE_ID {
+            key.push('=');
+            key.push_str(id);
+        } else {
+            key.push('#');
+            push_hex(&mut key, &Sha256::digest(id.as_bytes()));
         }
-        base.push(':');
-        EntryKey { base }
+        key.push_str(":v");
+        EntryKey { value: key }
     }
 
     /// The key holding the value.
-    pub fn value(&self) -> String {
-        self.with_role('v')
+    pub fn value(&self) -> &str {
+        &self.value
     }
 
     /// The key holding the lock.
@@ -81,14 +88,36 @@ impl EntryKey {
 
     /// Common part of all keys of the entry; unique per entry.
     pub fn base(&self) -> &str {
-        &self.base
+        &self.value[..self.value.len() - 1]
     }
 
     fn with_role(&self, role: char) -> String {
-        let mut s = String::with_capacity(self.base.len() + 1);
-        s.push_str(&self.base);
+        let base = self.base();
+        let mut s = String::with_capacity(base.len() + 1);
+        s.push_str(base);
         s.push(role);
         s
+    }
+}
+
+/// 64-bit FNV-1a: tiny, stable across builds and platforms (the tag must be the same in every
+/// replica), and fast on short inputs.
+struct Fnv1a(u64);
+
+impl Fnv1a {
+    fn new() -> Self {
+        Fnv1a(0xcbf2_9ce4_8422_2325)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
     }
 }
 
@@ -134,6 +163,33 @@ mod tests {
     use std::collections::HashSet;
 
     #[test]
+    fn fnv1a_matches_the_reference_vectors() {
+        for (input, expected) in [
+            (&b""[..], 0xcbf2_9ce4_8422_2325u64),
+            (b"a", 0xaf63_dc4c_8601_ec8c),
+            (b"foobar", 0x8594_4171_f739_67e8),
+        ] {
+            let mut h = Fnv1a::new();
+            h.write(input);
+            assert_eq!(h.finish(), expected, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn the_layout_is_stable() {
+        // Keys are shared by every replica and every version: this must never change silently.
+        let key = EntryKey::new("app:", "users", "42");
+        assert_eq!(
+            key.value().len(),
+            "app:{".len() + 16 + "}5:users:=42:v".len()
+        );
+        assert!(key.value().ends_with("}5:users:=42:v"));
+        assert_eq!(key.base(), &key.value()[..key.value().len() - 1]);
+        assert_eq!(key.lock(), format!("{}l", key.base()));
+        assert_eq!(key.channel(), format!("{}w", key.base()));
+    }
+
+    #[test]
     fn roles_share_a_hash_tag_even_with_braces_in_ids() {
         for (ns, id) in [
             ("a", "b"),
@@ -142,7 +198,7 @@ mod tests {
             ("x", &"y".repeat(1000)),
         ] {
             let k = EntryKey::new("pre:", ns, id);
-            let tag = hash_tag(&k.value()).to_string();
+            let tag = hash_tag(k.value()).to_string();
             assert_eq!(tag.len(), 16);
             assert_eq!(hash_tag(&k.lock()), tag);
             assert_eq!(hash_tag(&k.channel()), tag);
@@ -163,7 +219,7 @@ mod tests {
         ];
         let keys: HashSet<_> = pairs
             .iter()
-            .map(|(n, i)| EntryKey::new("", n, i).value())
+            .map(|(n, i)| EntryKey::new("", n, i).value().to_owned())
             .collect();
         assert_eq!(keys.len(), pairs.len());
     }
@@ -176,7 +232,7 @@ mod tests {
         assert_eq!(a.value().len(), b.value().len());
         assert!(a.value().len() < 120);
         // An inline id can never look like a hashed one: '=' vs '#'.
-        let hashed_text = a.value();
+        let hashed_text = a.value().to_owned();
         let inline = EntryKey::new("", "ns", &hashed_text);
         assert_ne!(inline.value(), hashed_text);
     }

@@ -97,8 +97,9 @@ impl Store {
         // An HTTP request scope (see `crate::http`) may ask for a fresh value and wants the bytes.
         let request = crate::http::claim();
         let fresh_since = request.as_ref().and_then(|r| r.fresh_since());
+        let want_raw = request.is_some();
         let (out, raw) = self
-            .coalesced::<C, O, F, Fut>(key, policy, fresh_since, compute)
+            .coalesced::<C, O, F, Fut>(key, policy, fresh_since, want_raw, compute)
             .await;
         if let Some(request) = request {
             request.record(raw, policy.exp);
@@ -107,12 +108,15 @@ impl Store {
     }
 
     /// Single flight in front of the locked path. Fresh requests (no-cache) fly separately: they
-    /// must not be answered with the value a normal flight read.
+    /// must not be answered with the value a normal flight read. The stored bytes are returned
+    /// when `want_raw` (and may be otherwise); they are copied into an `Arc` only when someone
+    /// wants them.
     async fn coalesced<C, O, F, Fut>(
         &self,
         key: &EntryKey,
         policy: Policy,
         fresh_since: Option<SystemTime>,
+        want_raw: bool,
         compute: F,
     ) -> (O, Option<Arc<[u8]>>)
     where
@@ -143,26 +147,35 @@ impl Store {
                     }
                 }
                 Joined::Leader(guard) => {
-                    let (out, shared) = self
+                    let (out, mut raw) = self
                         .locked_path::<C, O, F, Fut>(key, policy, fresh_since, compute)
                         .await;
-                    guard.land(shared.clone().map_or(Landing::Failed, Landing::Value));
+                    let mut shared: Option<Arc<[u8]>> = None;
+                    guard.land(|| {
+                        shared = raw.take().map(Arc::from);
+                        shared.clone().map_or(Landing::Failed, Landing::Value)
+                    });
+                    if want_raw && shared.is_none() {
+                        shared = raw.map(Arc::from);
+                    }
                     return (out, shared);
                 }
             }
         }
-        self.locked_path::<C, O, F, Fut>(key, policy, fresh_since, compute)
-            .await
+        let (out, raw) = self
+            .locked_path::<C, O, F, Fut>(key, policy, fresh_since, compute)
+            .await;
+        (out, raw.filter(|_| want_raw).map(Arc::from))
     }
 
-    /// GET, then on a miss the distributed lock. Returns the output and the stored bytes to share.
+    /// GET, then on a miss the distributed lock. Returns the output and the stored bytes.
     async fn locked_path<C, O, F, Fut>(
         &self,
         key: &EntryKey,
         policy: Policy,
         fresh_since: Option<SystemTime>,
         compute: F,
-    ) -> (O, Option<Arc<[u8]>>)
+    ) -> (O, Option<Vec<u8>>)
     where
         C: Codec,
         O: Outcome,
@@ -245,7 +258,7 @@ impl Store {
         &self,
         key: &EntryKey,
         fresh_since: Option<SystemTime>,
-    ) -> Result<Option<(O, Option<Arc<[u8]>>)>, Error> {
+    ) -> Result<Option<(O, Option<Vec<u8>>)>, Error> {
         let Some(raw) = self.backend.get(key).await? else {
             return Ok(None);
         };
@@ -259,7 +272,7 @@ impl Store {
         match decode_entry::<C, O::Value>(&raw) {
             Ok((_, value)) => {
                 bump(&self.counters.hits);
-                Ok(Some((O::from_value(value), Some(Arc::from(raw)))))
+                Ok(Some((O::from_value(value), Some(raw))))
             }
             Err(err) => {
                 bump(&self.counters.decode_errors);
@@ -275,7 +288,7 @@ impl Store {
         token: &str,
         policy: Policy,
         compute: F,
-    ) -> (O, Option<Arc<[u8]>>)
+    ) -> (O, Option<Vec<u8>>)
     where
         C: Codec,
         O: Outcome,
@@ -323,7 +336,7 @@ impl Store {
             }
         }
         guard.disarm();
-        (out, Some(Arc::from(bytes)))
+        (out, Some(bytes))
     }
 
     /// The store failed: run the computation anyway and do not touch the store again.
@@ -333,7 +346,7 @@ impl Store {
         step: &'static str,
         err: Error,
         compute: F,
-    ) -> (O, Option<Arc<[u8]>>)
+    ) -> (O, Option<Vec<u8>>)
     where
         C: Codec,
         O: Outcome,
@@ -348,8 +361,7 @@ impl Store {
         // Still share the value with this process's followers.
         let shared = out
             .cacheable()
-            .and_then(|v| encode_entry::<C, _>(v, started.elapsed()).ok())
-            .map(Arc::from);
+            .and_then(|v| encode_entry::<C, _>(v, started.elapsed()).ok());
         (out, shared)
     }
 }

@@ -95,7 +95,7 @@ fn main() {
         let mut len = 0;
         for (id, raw_key) in ids.iter().zip(raw_keys.iter()) {
             let bytes = server
-                .get_raw(&cache.key(id).value())
+                .get_raw(cache.key(id).value())
                 .await
                 .expect("the warm-up stored a value");
             len = bytes.len();

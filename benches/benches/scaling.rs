@@ -71,7 +71,7 @@ fn main() {
             let v = value.clone();
             let _: String = cache.get_or_compute(id, || async { v }).await;
             let bytes = server
-                .get_raw(&cache.key(id).value())
+                .get_raw(cache.key(id).value())
                 .await
                 .expect("the warm-up stored a value");
             server.set_raw(raw_key, &bytes, None).await;
@@ -130,7 +130,7 @@ fn main() {
         let (rt, conn, fresh) = (rt.clone(), conn.clone(), fresh.clone());
         // The same bytes atomcache would store for this value.
         let bytes: Arc<[u8]> = rt
-            .block_on(server.get_raw(&cache.key("0").value()))
+            .block_on(server.get_raw(cache.key("0").value()))
             .expect("warm value")
             .into();
         Rc::new(move |iters| {

@@ -113,7 +113,7 @@ async fn redis_killed_and_restarted_under_load_no_call_fails_and_caching_resumes
         .await;
     assert_eq!(value, "value-of-k0");
     assert_eq!(computations.load(Ordering::SeqCst), n);
-    assert!(server.get_raw(&cache.key("k0").value()).await.is_some());
+    assert!(server.get_raw(cache.key("k0").value()).await.is_some());
     assert!(server.dbsize().await >= 1);
 }
 
@@ -165,7 +165,7 @@ async fn garbage_bytes_at_a_value_key_read_as_a_miss_and_are_overwritten() {
         }
     };
     for (i, (name, bytes)) in garbage.iter().enumerate() {
-        let value_key = cache.key(name).value();
+        let value_key = cache.key(name).value().to_owned();
         server.set_raw(&value_key, bytes, None).await;
         let value: String = cache.get_or_compute(name, compute(name)).await;
         assert_eq!(value, format!("fresh-{name}"));

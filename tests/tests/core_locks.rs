@@ -95,7 +95,7 @@ async fn a_slow_holder_whose_lock_expired_cannot_touch_the_newer_holders_lock() 
         .unwrap());
     assert_eq!(server.pttl(&key.lock()).await, -2);
     assert_eq!(
-        server.get_raw(&key.value()).await.as_deref(),
+        server.get_raw(key.value()).await.as_deref(),
         Some(&b"fresh"[..])
     );
 }

@@ -47,7 +47,7 @@ async fn failing_open_and_garbage_are_logged_as_warnings() {
         "logged",
     );
     server
-        .set_raw(&cache.key("g").value(), b"garbage", None)
+        .set_raw(cache.key("g").value(), b"garbage", None)
         .await;
     let before = log.at(tracing::Level::WARN).len();
     assert_eq!(cache.get_or_compute("g", || async { 6u8 }).await, 6);

@@ -42,7 +42,7 @@ async fn password_user_and_database_come_from_the_url() {
         .unwrap();
     let cache = cache_on(backend).await;
     assert_eq!(cache.get_or_compute("a", || async { 1u8 }).await, 1);
-    let key = cache.key("a").value();
+    let key = cache.key("a").value().to_owned();
     let in_db = |db: i64| {
         let key = key.clone();
         let mut raw = raw.clone();

@@ -113,15 +113,15 @@ async fn cached_functions_on_redis() {
     assert_eq!(SQUARES.load(SeqCst), 1);
     let key = atomcache::Cache::new("macro_redis::square").key("12");
     assert!(
-        server.get_raw(&key.value()).await.is_some(),
+        server.get_raw(key.value()).await.is_some(),
         "no value at {}",
         key.value()
     );
-    let ttl = server.pttl(&key.value()).await;
+    let ttl = server.pttl(key.value()).await;
     assert!(ttl > 55_000 && ttl <= 60_000, "pttl {ttl}");
     // The companion drops it from Redis.
     square_invalidate(12).await.unwrap();
-    assert!(server.get_raw(&key.value()).await.is_none());
+    assert!(server.get_raw(key.value()).await.is_none());
     assert_eq!(square(12).await, 144);
     assert_eq!(SQUARES.load(SeqCst), 2);
 

@@ -110,18 +110,19 @@ impl Backend for MemoryBackend {
     async fn get(&self, key: &EntryKey) -> Result<Option<Vec<u8>>, Error> {
         let mut state = self.state();
         Ok(state
-            .live_value(&key.value(), Instant::now())
+            .live_value(key.value(), Instant::now())
             .map(|(v, _)| v.to_vec()))
     }
 
     async fn set(&self, key: &EntryKey, value: &[u8], exp: Duration) -> Result<(), Error> {
-        self.state().put(key.value(), value, exp, Instant::now());
+        self.state()
+            .put(key.value().to_owned(), value, exp, Instant::now());
         self.inner.hub.wake(&key.channel());
         Ok(())
     }
 
     async fn delete(&self, key: &EntryKey) -> Result<(), Error> {
-        self.state().values.remove(&key.value());
+        self.state().values.remove(key.value());
         Ok(())
     }
 
@@ -129,7 +130,7 @@ impl Backend for MemoryBackend {
         let now = Instant::now();
         let mut state = self.state();
         Ok(state
-            .live_value(&key.value(), now)
+            .live_value(key.value(), now)
             .map(|(_, until)| until.saturating_duration_since(now)))
     }
 
@@ -163,7 +164,7 @@ impl Backend for MemoryBackend {
         let now = Instant::now();
         let owned = {
             let mut state = self.state();
-            state.put(key.value(), value, exp, now);
+            state.put(key.value().to_owned(), value, exp, now);
             let lock_key = key.lock();
             let owned = state.owns_lock(&lock_key, token, now);
             if owned {

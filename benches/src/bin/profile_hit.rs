@@ -59,7 +59,7 @@ async fn main() {
             let v = value.clone();
             let _: String = cache.get_or_compute("0", || async { v }).await;
             let bytes = server
-                .get_raw(&cache.key("0").value())
+                .get_raw(cache.key("0").value())
                 .await
                 .expect("stored");
             server.set_raw("raw:0", &bytes, None).await;
