@@ -9,7 +9,8 @@
 //!   the waiter looks at the value), fans wake-ups out in-process through a [`WakeHub`], and
 //!   unsubscribes channels nobody waits on in the background. After a reconnect every waiter is
 //!   woken to look again, since wake-ups may have been lost.
-//! - Every call is bounded by the command timeout.
+//! - Every call is bounded: by the connect timeout while (re)connecting, then by the command
+//!   timeout for the answer.
 //!
 //! Requires Redis 6 or newer (RESP3).
 
