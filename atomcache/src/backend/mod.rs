@@ -98,54 +98,6 @@ pub trait Backend: Send + Sync + 'static {
     }
 }
 
-#[async_trait]
-impl<B: Backend + ?Sized> Backend for Arc<B> {
-    async fn get(&self, key: &EntryKey) -> Result<Option<Vec<u8>>, Error> {
-        (**self).get(key).await
-    }
-    async fn set(&self, key: &EntryKey, value: &[u8], exp: Duration) -> Result<(), Error> {
-        (**self).set(key, value, exp).await
-    }
-    async fn delete(&self, key: &EntryKey) -> Result<(), Error> {
-        (**self).delete(key).await
-    }
-    async fn remaining_ttl(&self, key: &EntryKey) -> Result<Option<Duration>, Error> {
-        (**self).remaining_ttl(key).await
-    }
-    async fn try_lock(
-        &self,
-        key: &EntryKey,
-        token: &str,
-        ttl: Duration,
-    ) -> Result<LockAttempt, Error> {
-        (**self).try_lock(key, token, ttl).await
-    }
-    async fn store_and_unlock(
-        &self,
-        key: &EntryKey,
-        token: &str,
-        value: &[u8],
-        exp: Duration,
-    ) -> Result<bool, Error> {
-        (**self).store_and_unlock(key, token, value, exp).await
-    }
-    async fn unlock(&self, key: &EntryKey, token: &str) -> Result<bool, Error> {
-        (**self).unlock(key, token).await
-    }
-    async fn extend_lock(&self, key: &EntryKey, token: &str, ttl: Duration) -> Result<bool, Error> {
-        (**self).extend_lock(key, token, ttl).await
-    }
-    async fn subscribe(&self, key: &EntryKey) -> Result<Subscription, Error> {
-        (**self).subscribe(key).await
-    }
-    async fn shutdown(&self) {
-        (**self).shutdown().await
-    }
-    fn key_prefix(&self) -> &str {
-        (**self).key_prefix()
-    }
-}
-
 /// A registration for one entry's wake-ups; dropping it unregisters.
 ///
 /// Built by a backend through [`WakeHub::register`].
