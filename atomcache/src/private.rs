@@ -65,9 +65,6 @@ pub trait CacheArg: Serialize {}
 #[diagnostic::do_not_recommend]
 impl<T: Serialize + ?Sized> CacheArg for T {}
 
-/// Asserts at compile time that an argument can be part of the id.
-pub fn assert_arg<T: CacheArg + ?Sized>(_: &T) {}
-
 /// Builds the cache id from the (non-skipped) arguments: their JSON encoding, which is the same
 /// in every replica of the same build. `None` (logged) when they do not serialise, e.g. a map
 /// with non-string keys; the call then bypasses the cache.
@@ -145,11 +142,6 @@ pub fn registered_recompute(namespace: &str) -> Option<fn() -> Recompute> {
         .map(|entry| entry.recompute)
 }
 
-/// Converts a `key = ...` expression into an id.
-pub fn custom_id<K: std::fmt::Display + ?Sized>(key: &K) -> Option<String> {
-    Some(key.to_string())
-}
-
 async fn run<C: Codec, O: Outcome, Fut: Future<Output = O>>(
     spec: &'static Spec<C>,
     id: Option<String>,
@@ -204,19 +196,6 @@ pub async fn invalidate<C: Codec>(spec: &'static Spec<C>, id: Option<String>) ->
     let Some(id) = id else { return Ok(()) };
     let store = current_store();
     store.backend.delete(&store.key(spec.namespace, &id)).await
-}
-
-/// The remaining lifetime of one call's entry.
-pub async fn remaining_ttl<C: Codec>(
-    spec: &'static Spec<C>,
-    id: Option<String>,
-) -> Result<Option<Duration>, Error> {
-    let Some(id) = id else { return Ok(None) };
-    let store = current_store();
-    store
-        .backend
-        .remaining_ttl(&store.key(spec.namespace, &id))
-        .await
 }
 
 impl<C: Codec> RefreshSpec for Spec<C> {
