@@ -9,8 +9,8 @@ use std::time::Duration;
 use serde::{de::DeserializeOwned, Serialize};
 
 use crate::backend::Backend;
-use crate::codec::{decode_entry, encode_entry, Bincode, Codec, EntryMeta};
-use crate::stats::{bump, Stats};
+use crate::codec::{encode_entry, Bincode, Codec, EntryMeta};
+use crate::stats::Stats;
 use crate::store::{Outcome, Policy, Store};
 use crate::{runtime, EntryKey, Error};
 
@@ -267,22 +267,16 @@ impl<C: Codec> Cache<C> {
         let Some(raw) = store.backend.get(&key).await? else {
             return Ok(None);
         };
-        match decode_entry::<C, T>(&raw) {
-            Ok((meta, value)) => {
-                let remaining_ttl = store.backend.remaining_ttl(&key).await?;
-                Ok(Some(Entry {
-                    value,
-                    meta,
-                    remaining_ttl,
-                    raw: Arc::from(raw),
-                }))
-            }
-            Err(err) => {
-                bump(&store.counters.decode_errors);
-                tracing::warn!(key = key.base(), %err, "stored bytes did not decode; treating as a miss");
-                Ok(None)
-            }
-        }
+        let Some((meta, value)) = store.decode_or_miss::<C, T>(&key, &raw) else {
+            return Ok(None);
+        };
+        let remaining_ttl = store.backend.remaining_ttl(&key).await?;
+        Ok(Some(Entry {
+            value,
+            meta,
+            remaining_ttl,
+            raw: Arc::from(raw),
+        }))
     }
 
     /// Stores a value for `exp`, replacing any other, and wakes the entry's waiters.

@@ -184,15 +184,19 @@ pub(crate) fn split_entry<C: Codec>(bytes: &[u8]) -> Result<(EntryMeta, &[u8]), 
     if bytes[2] != C::ID {
         return Err(CodecError::Header("written by another codec"));
     }
+    Ok((read_meta(bytes), &bytes[HEADER_LEN..]))
+}
+
+/// The metadata of a header that is at least [`HEADER_LEN`] long (not otherwise checked).
+pub(crate) fn read_meta(bytes: &[u8]) -> EntryMeta {
     let mut written = [0u8; 8];
     written.copy_from_slice(&bytes[3..11]);
     let mut compute = [0u8; 4];
     compute.copy_from_slice(&bytes[11..15]);
-    let meta = EntryMeta {
+    EntryMeta {
         written_at: UNIX_EPOCH + Duration::from_millis(u64::from_le_bytes(written)),
         compute_time: Duration::from_millis(u64::from(u32::from_le_bytes(compute))),
-    };
-    Ok((meta, &bytes[HEADER_LEN..]))
+    }
 }
 
 /// Header check + payload decode.

@@ -7,10 +7,12 @@
 //! never copied for sharing.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::BuildHasherDefault;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
+
+use crate::key::Fnv1a;
 
 /// What a leader hands to its followers.
 #[derive(Clone, Debug)]
@@ -24,31 +26,7 @@ pub(crate) enum Landing {
 type Slot = watch::Receiver<Option<Landing>>;
 type Sender = watch::Sender<Option<Landing>>;
 /// In-flight keys; the sender exists once a follower joined.
-type Map = HashMap<String, Option<Sender>, BuildHasherDefault<FnvHasher>>;
-
-/// FNV-1a for the in-flight map: the keys are short and come from this process's own calls, so
-/// SipHash's protection against chosen collisions buys nothing here and costs on every call.
-#[derive(Default)]
-struct FnvHasher(u64);
-
-impl Hasher for FnvHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 {
-            0xcbf2_9ce4_8422_2325
-        } else {
-            self.0
-        };
-        for b in bytes {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        self.0 = h;
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
+type Map = HashMap<String, Option<Sender>, BuildHasherDefault<Fnv1a>>;
 
 #[derive(Default)]
 pub(crate) struct Flights {

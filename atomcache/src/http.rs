@@ -43,7 +43,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 
-use crate::codec::HEADER_LEN;
+use crate::codec::{read_meta, HEADER_LEN};
+use crate::key::push_hex;
 
 tokio::task_local! {
     static REQUEST: Arc<RequestScope>;
@@ -198,19 +199,14 @@ fn weak_etag(raw: &[u8]) -> String {
     let digest = Sha256::digest(payload);
     let mut tag = String::with_capacity(36);
     tag.push_str("W/\"");
-    for b in &digest[..16] {
-        tag.push_str(&format!("{b:02x}"));
-    }
+    push_hex(&mut tag, &digest[..16]);
     tag.push('"');
     tag
 }
 
 /// Remaining lifetime from the header's written-at and the entry's `exp` (no round trip).
 fn remaining(raw: &[u8], exp: Duration) -> Duration {
-    let written_at = raw
-        .get(3..11)
-        .and_then(|b| <[u8; 8]>::try_from(b).ok())
-        .map(|b| UNIX_EPOCH + Duration::from_millis(u64::from_le_bytes(b)));
+    let written_at = (raw.len() >= HEADER_LEN).then(|| read_meta(raw).written_at);
     match written_at.and_then(|w| SystemTime::now().duration_since(w).ok()) {
         Some(age) => exp.saturating_sub(age),
         None => exp,

@@ -12,6 +12,8 @@
 //!
 //! The prefix may not contain `{` or `}` (it would steal the hash tag).
 
+use std::hash::Hasher;
+
 use sha2::{Digest, Sha256};
 
 use crate::Error;
@@ -102,13 +104,23 @@ impl EntryKey {
 
 /// 64-bit FNV-1a: tiny, stable across builds and platforms (the tag must be the same in every
 /// replica), and fast on short inputs.
-struct Fnv1a(u64);
+/// Also the hasher of the in-flight map (`crate::flight`), where SipHash's protection against
+/// chosen collisions buys nothing (the keys come from this process's own calls).
+pub(crate) struct Fnv1a(u64);
 
 impl Fnv1a {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Fnv1a(0xcbf2_9ce4_8422_2325)
     }
+}
 
+impl Default for Fnv1a {
+    fn default() -> Self {
+        Fnv1a::new()
+    }
+}
+
+impl std::hash::Hasher for Fnv1a {
     fn write(&mut self, bytes: &[u8]) {
         for b in bytes {
             self.0 ^= u64::from(*b);
@@ -121,7 +133,7 @@ impl Fnv1a {
     }
 }
 
-fn push_hex(out: &mut String, bytes: &[u8]) {
+pub(crate) fn push_hex(out: &mut String, bytes: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     for b in bytes {
         out.push(HEX[(b >> 4) as usize] as char);

@@ -216,7 +216,7 @@ where
     O: Outcome,
     Fut: Future<Output = O> + Send + 'static,
 {
-    crate::refresh::boxed(async move {
+    Box::pin(async move {
         let started = Instant::now();
         let out = fut.await;
         let value = out.cacheable()?;

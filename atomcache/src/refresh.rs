@@ -49,14 +49,6 @@ pub(crate) fn registered() -> impl Iterator<Item = &'static AutoRefresh> {
     inventory::iter::<AutoRefresh>.into_iter()
 }
 
-/// Boxes a recomputation.
-pub(crate) fn boxed<Fut>(fut: Fut) -> Recompute
-where
-    Fut: Future<Output = Option<Vec<u8>>> + Send + 'static,
-{
-    Box::pin(fut)
-}
-
 /// Cache id of a zero-argument function (the JSON of `()`, as `#[cached]` builds it).
 pub(crate) const ZERO_ARG_ID: &str = "null";
 
@@ -121,6 +113,14 @@ impl Refresher {
         exp.min(MAX_BACKOFF).min(self.lock_timeout.max(MIN_BACKOFF))
     }
 
+    /// Counts and logs a backend failure, then backs off.
+    async fn backend_failed(&mut self, err: crate::Error) -> Woke {
+        bump(&self.store.counters.backend_errors);
+        let pause = self.backoff();
+        tracing::warn!(namespace = self.entry.spec.namespace(), %err, ?pause, "auto-refresh: backend failed; retrying");
+        self.pause(pause).await
+    }
+
     /// Up to a tenth of the lock timeout (at most 200 ms), so replicas do not wake together.
     fn jitter(&self) -> Duration {
         let max = (self.lock_timeout / 10).min(Duration::from_millis(200));
@@ -144,10 +144,7 @@ impl Refresher {
                     .saturating_sub(self.jitter()),
                 Ok(None) => Duration::ZERO,
                 Err(err) => {
-                    bump(&self.store.counters.backend_errors);
-                    let pause = self.backoff();
-                    tracing::warn!(namespace = self.entry.spec.namespace(), %err, ?pause, "auto-refresh: backend failed; retrying");
-                    if let Woke::Stopped = self.pause(pause).await {
+                    if let Woke::Stopped = self.backend_failed(err).await {
                         return;
                     }
                     continue;
@@ -176,10 +173,7 @@ impl Refresher {
                     }
                 }
                 Err(err) => {
-                    bump(&self.store.counters.backend_errors);
-                    let pause = self.backoff();
-                    tracing::warn!(namespace = self.entry.spec.namespace(), %err, ?pause, "auto-refresh: backend failed; retrying");
-                    if let Woke::Stopped = self.pause(pause).await {
+                    if let Woke::Stopped = self.backend_failed(err).await {
                         return;
                     }
                 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::{de::DeserializeOwned, Serialize};
 
 use crate::backend::{Backend, LockAttempt, Subscription};
-use crate::codec::{decode_entry, encode_entry, split_entry, Codec};
+use crate::codec::{decode_entry, encode_entry, split_entry, Codec, EntryMeta};
 use crate::flight::{self, Flights, Joined, Landing};
 use crate::stats::{bump, Counters, Stats};
 use crate::{EntryKey, Error};
@@ -269,15 +269,26 @@ impl Store {
                 return Ok(None);
             }
         }
-        match decode_entry::<C, O::Value>(&raw) {
-            Ok((_, value)) => {
+        Ok(self
+            .decode_or_miss::<C, O::Value>(key, &raw)
+            .map(|(_, value)| {
                 bump(&self.counters.hits);
-                Ok(Some((O::from_value(value), Some(raw))))
-            }
+                (O::from_value(value), Some(raw))
+            }))
+    }
+
+    /// Decodes stored bytes; bytes that do not decode are a miss, counted and logged.
+    pub fn decode_or_miss<C: Codec, T: DeserializeOwned>(
+        &self,
+        key: &EntryKey,
+        raw: &[u8],
+    ) -> Option<(EntryMeta, T)> {
+        match decode_entry::<C, T>(raw) {
+            Ok(decoded) => Some(decoded),
             Err(err) => {
                 bump(&self.counters.decode_errors);
                 tracing::warn!(key = key.base(), %err, "stored bytes did not decode; treating as a miss");
-                Ok(None)
+                None
             }
         }
     }
