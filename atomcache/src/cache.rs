@@ -11,7 +11,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use crate::backend::Backend;
 use crate::codec::{encode_entry, Bincode, Codec, EntryMeta};
 use crate::stats::Stats;
-use crate::store::{Outcome, Policy, Store};
+use crate::store::{Outcome, Policy, Store, DEFAULT_MAX_WAIT};
 use crate::{runtime, EntryKey, Error};
 
 /// Default value lifetime of a [`Cache`]: 600 s.
@@ -76,6 +76,7 @@ pub struct CacheBuilder<C: Codec = Bincode> {
     namespace: String,
     exp: Duration,
     lock_timeout: Duration,
+    max_wait: Duration,
     store: Option<Arc<Store>>,
     /// A setting rejected before `build` (reported by `build`).
     invalid: Option<Error>,
@@ -105,6 +106,7 @@ impl Cache<Bincode> {
             policy: Policy {
                 exp: DEFAULT_EXP,
                 lock_timeout: DEFAULT_LOCK_TIMEOUT,
+                max_wait: DEFAULT_MAX_WAIT,
             },
             store: None,
             codec: PhantomData,
@@ -127,6 +129,7 @@ impl Cache<Bincode> {
             namespace: namespace.into(),
             exp: DEFAULT_EXP,
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
+            max_wait: DEFAULT_MAX_WAIT,
             store: None,
             invalid: None,
             codec: PhantomData,
@@ -170,6 +173,7 @@ impl<C: Codec> CacheBuilder<C> {
             namespace: self.namespace,
             exp: self.exp,
             lock_timeout: self.lock_timeout,
+            max_wait: self.max_wait,
             store: self.store,
             invalid: self.invalid,
             codec: PhantomData,
@@ -181,7 +185,7 @@ impl<C: Codec> CacheBuilder<C> {
         if let Some(err) = self.invalid {
             return Err(err);
         }
-        let policy = Policy::new(self.exp, self.lock_timeout)?;
+        let policy = Policy::new(self.exp, self.lock_timeout, self.max_wait)?;
         Ok(Cache {
             namespace: Arc::from(self.namespace),
             policy,

@@ -30,6 +30,10 @@ pub enum Error {
     /// The store did not answer within its timeout.
     #[error("the cache backend did not answer within {0:?}")]
     Timeout(Duration),
+    /// The store stopped answering and its circuit breaker is open: calls fail open at once,
+    /// without waiting for a timeout, until a probe gets an answer again.
+    #[error("the cache backend is not answering (circuit breaker open)")]
+    Unavailable,
     /// The store answered with an error or could not be reached.
     #[error("cache backend error: {0}")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),

@@ -32,9 +32,16 @@ impl<C: Codec> Spec<C> {
             policy: Policy {
                 exp: Duration::from_millis(exp_ms),
                 lock_timeout: Duration::from_millis(lock_timeout_ms),
+                max_wait: crate::store::DEFAULT_MAX_WAIT,
             },
             codec: PhantomData,
         }
+    }
+
+    /// `max_wait = ..`: checked by the macro (`0 < max_wait <= MAX_LIFETIME`).
+    pub const fn with_max_wait(mut self, max_wait_ms: u64) -> Self {
+        self.policy.max_wait = Duration::from_millis(max_wait_ms);
+        self
     }
 
     /// The namespace (by default the function's module path and name).

@@ -25,10 +25,35 @@ const WAIT_MARGIN: Duration = Duration::from_millis(25);
 pub(crate) struct Policy {
     pub exp: Duration,
     pub lock_timeout: Duration,
+    /// The longest a caller waits for another holder's computation before it computes without
+    /// the cache.
+    pub max_wait: Duration,
 }
 
+/// Default [`Policy::max_wait`]: 30 s.
+pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(30);
+/// The longest `exp`, `lock_timeout` or `max_wait` accepted: 100 years. Longer lifetimes are
+/// not representable by every backend (and are a configuration mistake).
+pub const MAX_LIFETIME: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 impl Policy {
-    pub fn new(exp: Duration, lock_timeout: Duration) -> Result<Self, Error> {
+    pub fn new(exp: Duration, lock_timeout: Duration, max_wait: Duration) -> Result<Self, Error> {
+        for (name, value) in [
+            ("exp", exp),
+            ("lock_timeout", lock_timeout),
+            ("max_wait", max_wait),
+        ] {
+            if value > MAX_LIFETIME {
+                return Err(Error::InvalidConfig(format!(
+                    "{name} ({value:?}) is longer than the longest supported, {MAX_LIFETIME:?} (100 years)"
+                )));
+            }
+        }
+        if max_wait.as_millis() == 0 {
+            return Err(Error::InvalidConfig(
+                "max_wait must be at least one millisecond".into(),
+            ));
+        }
         if exp.as_millis() == 0 {
             return Err(Error::InvalidConfig(
                 "exp must be at least one millisecond".into(),
@@ -44,7 +69,11 @@ impl Policy {
                 "lock_timeout ({lock_timeout:?}) must be shorter than exp ({exp:?})"
             )));
         }
-        Ok(Policy { exp, lock_timeout })
+        Ok(Policy {
+            exp,
+            lock_timeout,
+            max_wait,
+        })
     }
 }
 

@@ -13,6 +13,7 @@ use tokio::sync::watch;
 
 use crate::{EntryKey, Error};
 
+pub(crate) mod breaker;
 pub mod memory;
 #[cfg(feature = "redis")]
 pub mod redis;

@@ -1,0 +1,1 @@
+//! A circuit breaker for a remote store (written by a helper; placeholder).
