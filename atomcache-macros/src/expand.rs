@@ -25,6 +25,19 @@ pub(crate) fn expand(plan: &Plan) -> TokenStream {
         Kind::Result => quote!(call_result),
         Kind::Option => quote!(call_option),
     };
+    // A `Result` function shares its `Err` with the callers that waited on the same computation
+    // when the error type allows it (`Clone + Send + Sync + 'static`), chosen by autoref
+    // specialisation on the declared return type.
+    let sharing = match plan.kind {
+        Kind::Result => quote! {
+            {
+                #[allow(unused_imports)]
+                use ::atomcache::__private::{ShareErr as _, ShareNothing as _};
+                (&::atomcache::__private::Probe::<#ret>::new()).sharing()
+            },
+        },
+        Kind::Plain | Kind::Option => quote!(),
+    };
 
     let cached_body = if plan.auto_refresh {
         let recompute = match plan.kind {
@@ -44,7 +57,7 @@ pub(crate) fn expand(plan: &Plan) -> TokenStream {
         // Spanned at the stored type, so "`X` cannot be cached" points at `-> X` (the call and
         // its `.await` then report the same error at the same place, which rustc shows once).
         let cached_call = quote_spanned!(value_span=>
-            ::atomcache::__private::#call(&__ATOMCACHE_SPEC, #id, #body_fn()).await
+            ::atomcache::__private::#call(&__ATOMCACHE_SPEC, #id, #sharing #body_fn()).await
         );
         quote! {
             #spec
@@ -93,7 +106,7 @@ pub(crate) fn expand(plan: &Plan) -> TokenStream {
         // Spanned at the stored type, so "`X` cannot be cached" points at `-> X` (the call and
         // its `.await` then report the same error at the same place, which rustc shows once).
         let cached_call = quote_spanned!(value_span=>
-            ::atomcache::__private::#call(&__ATOMCACHE_SPEC, #id_var, #fut).await
+            ::atomcache::__private::#call(&__ATOMCACHE_SPEC, #id_var, #sharing #fut).await
         );
         quote! {
             #spec
@@ -133,9 +146,13 @@ fn spec_static(plan: &Plan) -> TokenStream {
     let namespace = &plan.namespace;
     let exp = Literal::u64_unsuffixed(plan.exp_ms);
     let lock_timeout = Literal::u64_unsuffixed(plan.lock_timeout_ms);
+    let max_wait = plan.max_wait_ms.map(|ms| {
+        let ms = Literal::u64_unsuffixed(ms);
+        quote!(.with_max_wait(#ms))
+    });
     quote! {
         static __ATOMCACHE_SPEC: #ty =
-            ::atomcache::__private::Spec::new(#namespace, #exp, #lock_timeout);
+            ::atomcache::__private::Spec::new(#namespace, #exp, #lock_timeout) #max_wait;
     }
 }
 

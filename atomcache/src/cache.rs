@@ -11,7 +11,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use crate::backend::Backend;
 use crate::codec::{encode_entry, Bincode, Codec, EntryMeta};
 use crate::stats::Stats;
-use crate::store::{Outcome, Policy, Store, DEFAULT_MAX_WAIT};
+use crate::store::{Outcome, Policy, SharedFailure, Sharing, Store, DEFAULT_MAX_WAIT};
 use crate::{runtime, EntryKey, Error};
 
 /// Default value lifetime of a [`Cache`]: 600 s.
@@ -144,10 +144,28 @@ impl<C: Codec> CacheBuilder<C> {
         self
     }
 
-    /// The longest a computation may hold the lock; waiters take over after it. Must be
-    /// shorter than `exp`.
+    /// The length of the lease of the caller computing a value: how fast a dead holder is
+    /// noticed. A live holder renews its lease every third of it while it computes, so a
+    /// computation may take longer; if the holder dies, one waiter takes over once the lease
+    /// lapses. Must be shorter than `exp`. Default [`DEFAULT_LOCK_TIMEOUT`].
     pub fn lock_timeout(mut self, lock_timeout: Duration) -> Self {
         self.lock_timeout = lock_timeout;
+        self
+    }
+
+    /// The longest a caller waits for another caller's computation (in this replica or
+    /// another) before it computes on its own, without the cache. Default 30 s.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), atomcache::Error> {
+    /// let cache = atomcache::Cache::builder("reports")
+    ///     .max_wait(std::time::Duration::from_secs(90)) // reports take a minute to compute
+    ///     .build()?;
+    /// assert_eq!(cache.max_wait(), std::time::Duration::from_secs(90));
+    /// # Ok(()) }
+    /// ```
+    pub fn max_wait(mut self, max_wait: Duration) -> Self {
+        self.max_wait = max_wait;
         self
     }
 
@@ -227,9 +245,14 @@ impl<C: Codec> Cache<C> {
         self.policy.exp
     }
 
-    /// Longest lock hold.
+    /// Length of a lease (see [`CacheBuilder::lock_timeout`]).
     pub fn lock_timeout(&self) -> Duration {
         self.policy.lock_timeout
+    }
+
+    /// The longest a caller waits for another caller's computation.
+    pub fn max_wait(&self) -> Duration {
+        self.policy.max_wait
     }
 
     fn store(&self) -> Arc<Store> {
@@ -284,19 +307,25 @@ impl<C: Codec> Cache<C> {
     }
 
     /// Stores a value for `exp`, replacing any other, and wakes the entry's waiters.
+    ///
+    /// A computation of the entry already in flight (here or in another replica) loses its
+    /// lease: its value is not stored, and no read that starts after `set` returns gets it.
     pub async fn set<T: Serialize + ?Sized>(&self, id: &str, value: &T) -> Result<(), Error> {
         let store = self.store();
         let bytes = encode_entry::<C, T>(value, Duration::ZERO)?;
         store
-            .backend
             .set(&store.key(&self.namespace, id), &bytes, self.policy.exp)
             .await
     }
 
-    /// Removes a value. The next reader computes it again (under the lock).
+    /// Removes a value. The next reader computes it again (under a new lease).
+    ///
+    /// A computation of the entry already in flight (here or in another replica) loses its
+    /// lease: its value is not stored, and no read that starts after `invalidate` returns gets
+    /// it; the callers waiting for it look again.
     pub async fn invalidate(&self, id: &str) -> Result<(), Error> {
         let store = self.store();
-        store.backend.delete(&store.key(&self.namespace, id)).await
+        store.invalidate(&store.key(&self.namespace, id)).await
     }
 
     /// How long the value still lives; `None` when there is none.
@@ -308,8 +337,9 @@ impl<C: Codec> Cache<C> {
             .await
     }
 
-    /// Returns the cached value, or computes it under the distributed lock, stores it and wakes
-    /// the other waiters. Concurrent calls for `id` in this process share one trip to the store.
+    /// Returns the cached value, or computes it under the lease, stores it and wakes the other
+    /// waiters. Concurrent calls for `id` in this process share one trip to the store, and
+    /// callers in other replicas wait for this computation instead of running their own.
     ///
     /// Fail-open: if the store is down, slow or holds bytes that do not decode, `compute` runs
     /// and its value is returned; the event is logged through `tracing` and counted.
@@ -322,14 +352,21 @@ impl<C: Codec> Cache<C> {
         let store = self.store();
         let key = store.key(&self.namespace, id);
         store
-            .resolve::<C, Plain<T>, _, _>(&key, self.policy, || async { Plain(compute().await) })
+            .resolve::<C, Plain<T>, _, _>(&key, self.policy, Sharing::none(), || async {
+                Plain(compute().await)
+            })
             .await
             .0
     }
 
     /// Like [`get_or_compute`](Cache::get_or_compute) for a fallible computation: only `Ok` is
-    /// stored; an `Err` is returned to its caller, and the lock is released at once so that the
-    /// next caller can try.
+    /// stored. An `Err` is returned to its caller and, cloned, to every caller in this process
+    /// that waited on the same computation; callers in other replicas that waited on it run
+    /// their own attempt at once (one of them under a new lease) instead of queueing. So a
+    /// failing upstream costs each replica about one computation per burst of callers.
+    ///
+    /// The error type must be `Clone + Send + Sync + 'static` to be shared; wrap another error
+    /// in an `Arc` (`.map_err(Arc::new)`).
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -343,13 +380,14 @@ impl<C: Codec> Cache<C> {
     pub async fn try_get_or_compute<T, E, F, Fut>(&self, id: &str, compute: F) -> Result<T, E>
     where
         T: Serialize + DeserializeOwned,
+        E: Clone + Send + Sync + 'static,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
         let store = self.store();
         let key = store.key(&self.namespace, id);
         store
-            .resolve::<C, Fallible<T, E>, _, _>(&key, self.policy, || async {
+            .resolve::<C, Fallible<T, E>, _, _>(&key, self.policy, Fallible::SHARING, || async {
                 Fallible(compute().await)
             })
             .await
@@ -392,4 +430,28 @@ impl<T: Serialize + DeserializeOwned> Outcome for Optional<T> {
     fn from_value(value: T) -> Self {
         Optional(Some(value))
     }
+}
+
+impl<T, E: Clone + Send + Sync + 'static> Fallible<T, E> {
+    /// Shares an `Err` with the callers that waited on the same computation.
+    pub const SHARING: Sharing<Self> = Sharing::new(
+        |out| {
+            out.0
+                .as_ref()
+                .err()
+                .map(|err| Arc::new(err.clone()) as SharedFailure)
+        },
+        |shared| shared.downcast_ref::<E>().map(|err| Fallible(Err(err.clone()))),
+    );
+}
+
+/// What an [`Optional`] leader shares when its computation returned `None`.
+struct NoneShared;
+
+impl<T> Optional<T> {
+    /// Shares a `None` with the callers that waited on the same computation.
+    pub const SHARING: Sharing<Self> = Sharing::new(
+        |out| out.0.is_none().then(|| Arc::new(NoneShared) as SharedFailure),
+        |shared| shared.is::<NoneShared>().then_some(Optional(None)),
+    );
 }

@@ -36,6 +36,15 @@ pub enum CodecError {
     /// The codec failed to encode the value.
     #[error("encode failed: {0}")]
     Encode(String),
+    /// The encoded value is larger than [`MAX_DECODE_BYTES`]: it could be stored but never
+    /// read back, so it is not stored.
+    #[error("the encoded value has {len} bytes, more than the {limit} bytes a stored value may have (MAX_DECODE_BYTES)")]
+    TooLarge {
+        /// Length of the encoded payload.
+        len: usize,
+        /// [`MAX_DECODE_BYTES`].
+        limit: usize,
+    },
     /// The codec failed to decode the payload.
     #[error("decode failed: {0}")]
     Decode(String),
@@ -155,6 +164,12 @@ pub(crate) fn encode_entry<C: Codec, T: Serialize + ?Sized>(
     compute_time: Duration,
 ) -> Result<Vec<u8>, CodecError> {
     let payload = C::encode(value)?;
+    if payload.len() > MAX_DECODE_BYTES {
+        return Err(CodecError::TooLarge {
+            len: payload.len(),
+            limit: MAX_DECODE_BYTES,
+        });
+    }
     let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
     let written_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -8,7 +8,9 @@
 //!   (namespace, id) pairs never map to one key;
 //! - `id-part` is `=<id>` for ids up to [`MAX_INLINE_ID`] bytes and `#<sha256 hex>` for longer
 //!   ones (fixed length);
-//! - `role` is `v` (value), `l` (lock) or `w` (wake-up channel).
+//! - `role` is `v` (value), `l` (lease), `f` (the token of the last lease that ended in a
+//!   failure, kept briefly so that its waiters do not queue behind the next one) or `w`
+//!   (wake-up channel).
 //!
 //! The prefix may not contain `{` or `}` (it would steal the hash tag).
 
@@ -78,9 +80,15 @@ impl EntryKey {
         &self.value
     }
 
-    /// The key holding the lock.
+    /// The key holding the lease (the lock of the caller computing the value).
     pub fn lock(&self) -> String {
         self.with_role('l')
+    }
+
+    /// The key remembering, for a short while, the token of the last lease that ended in a
+    /// failed computation.
+    pub fn failed(&self) -> String {
+        self.with_role('f')
     }
 
     /// The pub/sub channel on which the entry's wake-ups are published.

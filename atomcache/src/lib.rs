@@ -66,11 +66,13 @@ mod cache;
 pub mod codec;
 mod error;
 mod flight;
+mod id;
 pub mod http;
 pub mod key;
 mod refresh;
 mod runtime;
 mod stats;
+mod lease;
 mod store;
 
 #[doc(hidden)]
@@ -81,13 +83,14 @@ pub use atomcache_macros::cached;
 pub use backend::memory::MemoryBackend;
 #[cfg(feature = "redis")]
 pub use backend::redis::{RedisBackend, RedisBackendBuilder};
-pub use backend::{Backend, LockAttempt, Subscription, WakeHub};
+pub use backend::breaker::BreakerState;
+pub use backend::{Backend, Holder, LeaseAttempt, Lookup, Release, Subscription, WakeHub};
 pub use cache::{Cache, CacheBuilder, Entry, DEFAULT_EXP, DEFAULT_LOCK_TIMEOUT};
 #[cfg(feature = "json")]
 pub use codec::Json;
 pub use codec::{Bincode, Codec, CodecError, EntryMeta};
 pub use error::Error;
 pub use key::EntryKey;
-pub use runtime::{init, Runtime};
+pub use runtime::{init, shutdown, Runtime};
 pub use stats::Stats;
 pub use store::Outcome;

@@ -9,6 +9,7 @@ use serde::{de::DeserializeOwned, Serialize};
 pub use crate::cache::{Fallible, Optional, Plain};
 use crate::codec::{encode_entry, Codec};
 use crate::runtime::current_store;
+pub use crate::store::Sharing;
 use crate::store::{Outcome, Policy};
 use crate::{Bincode, Error};
 
@@ -73,26 +74,21 @@ pub trait CacheArg: Serialize {}
 impl<T: Serialize + ?Sized> CacheArg for T {}
 
 /// Builds the cache id from the (non-skipped) arguments: their JSON encoding, which is the same
-/// in every replica of the same build. `None` (logged) when they do not serialise, e.g. a map
-/// with non-string keys; the call then bypasses the cache.
+/// in every replica of the same build, followed by what its `null`s stand for when one is not a
+/// plain `()` (`null~NaN`, `[1,null]~None`; see `crate::id`). `None` (logged) when they do not
+/// serialise, e.g. a map with non-string keys; the call then bypasses the cache.
 pub fn cache_id<A: Serialize + ?Sized>(args: &A) -> Option<String> {
-    match serde_json::to_string(args) {
-        Ok(id) => Some(id),
-        Err(err) => {
-            tracing::warn!(%err, "arguments did not serialise into a cache id; calling without the cache");
-            None
-        }
-    }
+    build_id(&[IdPart(crate::id::encode(args))])
 }
 
 /// One part of a cache id (a type name, a const parameter, an argument or the `key`), already
 /// encoded. Encoding each part on its own keeps the compile error about a bad argument on that
 /// argument alone.
-pub struct IdPart(Result<String, serde_json::Error>);
+pub struct IdPart(Result<crate::id::Encoded, serde_json::Error>);
 
 /// Encodes one argument of a `#[cached]` function (or a type name, or a const parameter).
 pub fn id_part<T: CacheArg + ?Sized>(value: &T) -> IdPart {
-    IdPart(serde_json::to_string(value))
+    IdPart(crate::id::encode(value))
 }
 
 /// The value of a `key = ..` expression.
@@ -108,29 +104,25 @@ impl<T: Serialize + ?Sized> CacheKey for T {}
 
 /// Encodes the `key = ..` expression of a `#[cached]` function.
 pub fn key_part<T: CacheKey + ?Sized>(value: &T) -> IdPart {
-    IdPart(serde_json::to_string(value))
+    IdPart(crate::id::encode(value))
 }
 
 /// Joins the parts into the id: exactly [`cache_id`] of the tuple of the parts (`null` for none,
-/// the part alone for one, a JSON array for more), so ids read the same in `redis-cli` whichever
-/// way they were built. `None` (logged) when a part did not serialise; the call then bypasses the
-/// cache.
+/// the part alone for one, a JSON array for more, each followed by what its `null`s stand for
+/// when needed), so ids read the same in `redis-cli` whichever way they were built. `None`
+/// (logged) when a part did not serialise; the call then bypasses the cache.
 pub fn build_id(parts: &[IdPart]) -> Option<String> {
     let mut encoded = Vec::with_capacity(parts.len());
     for IdPart(part) in parts {
         match part {
-            Ok(json) => encoded.push(json.as_str()),
+            Ok(part) => encoded.push(part),
             Err(err) => {
                 tracing::warn!(%err, "arguments did not serialise into a cache id; calling without the cache");
                 return None;
             }
         }
     }
-    Some(match encoded.as_slice() {
-        [] => "null".to_owned(),
-        [one] => (*one).to_owned(),
-        many => format!("[{}]", many.join(",")),
-    })
+    Some(crate::id::join(&encoded))
 }
 
 /// The namespaces of the registered `auto_refresh` functions (for tests).
@@ -152,12 +144,53 @@ pub fn registered_recompute(namespace: &str) -> Option<fn() -> Recompute> {
 async fn run<C: Codec, O: Outcome, Fut: Future<Output = O>>(
     spec: &'static Spec<C>,
     id: Option<String>,
+    sharing: Sharing<O>,
     fut: Fut,
 ) -> O {
     let Some(id) = id else { return fut.await };
     let store = current_store();
     let key = store.key(spec.namespace, &id);
-    store.resolve::<C, O, _, _>(&key, spec.policy, || fut).await
+    store
+        .resolve::<C, O, _, _>(&key, spec.policy, sharing, || fut)
+        .await
+}
+
+/// Chooses how a `Result` function shares its `Err` with the callers that waited on the same
+/// computation: autoref specialisation on the declared return type, so an error type that is
+/// `Clone + Send + Sync + 'static` is shared, any other is not (each such caller then runs its
+/// own attempt). The macro emits `(&Probe::<Ret>::new()).sharing()` with both traits in scope.
+pub struct Probe<R>(PhantomData<fn() -> R>);
+
+impl<R> Probe<R> {
+    /// The probe for return type `R`.
+    #[allow(clippy::new_without_default)]
+    pub const fn new() -> Self {
+        Probe(PhantomData)
+    }
+}
+
+/// Picked when the error type can be shared.
+pub trait ShareErr<T, E> {
+    /// The sharing of `Result<T, E>`.
+    fn sharing(&self) -> Sharing<Fallible<T, E>>;
+}
+
+impl<T, E: Clone + Send + Sync + 'static> ShareErr<T, E> for Probe<Result<T, E>> {
+    fn sharing(&self) -> Sharing<Fallible<T, E>> {
+        Fallible::SHARING
+    }
+}
+
+/// Picked otherwise (one autoref further away).
+pub trait ShareNothing<T, E> {
+    /// No sharing.
+    fn sharing(&self) -> Sharing<Fallible<T, E>>;
+}
+
+impl<T, E> ShareNothing<T, E> for &Probe<Result<T, E>> {
+    fn sharing(&self) -> Sharing<Fallible<T, E>> {
+        Sharing::none()
+    }
 }
 
 /// The cached path for a function returning `T`.
@@ -167,13 +200,17 @@ where
     T: CacheValue,
     Fut: Future<Output = T>,
 {
-    run(spec, id, async { Plain(fut.await) }).await.0
+    run(spec, id, Sharing::none(), async { Plain(fut.await) })
+        .await
+        .0
 }
 
-/// The cached path for a function returning `Result<T, E>`: only `Ok` is stored.
+/// The cached path for a function returning `Result<T, E>`: only `Ok` is stored; `Err` is
+/// shared with the callers that waited on it when `sharing` allows (see [`Probe`]).
 pub async fn call_result<C, T, E, Fut>(
     spec: &'static Spec<C>,
     id: Option<String>,
+    sharing: Sharing<Fallible<T, E>>,
     fut: Fut,
 ) -> Result<T, E>
 where
@@ -181,7 +218,9 @@ where
     T: CacheValue,
     Fut: Future<Output = Result<T, E>>,
 {
-    run(spec, id, async { Fallible(fut.await) }).await.0
+    run(spec, id, sharing, async { Fallible(fut.await) })
+        .await
+        .0
 }
 
 /// The cached path for a function returning `Option<T>`: only `Some` is stored.
@@ -195,14 +234,16 @@ where
     T: CacheValue,
     Fut: Future<Output = Option<T>>,
 {
-    run(spec, id, async { Optional(fut.await) }).await.0
+    run(spec, id, Optional::SHARING, async { Optional(fut.await) })
+        .await
+        .0
 }
 
 /// Drops the entry of one call (the generated `*_invalidate` companion).
 pub async fn invalidate<C: Codec>(spec: &'static Spec<C>, id: Option<String>) -> Result<(), Error> {
     let Some(id) = id else { return Ok(()) };
     let store = current_store();
-    store.backend.delete(&store.key(spec.namespace, &id)).await
+    store.invalidate(&store.key(spec.namespace, &id)).await
 }
 
 impl<C: Codec> RefreshSpec for Spec<C> {
@@ -270,6 +311,8 @@ where
 
 #[cfg(test)]
 mod tests {
+    use std::collections::{BTreeMap, HashSet};
+
     use super::*;
 
     #[test]
@@ -284,11 +327,166 @@ mod tests {
             build_id(&[key_part(&(1, "x"))]).as_deref(),
             Some("[1,\"x\"]")
         );
+        // With `null`s too: the tuple's are its elements', in order.
+        let none: Option<u8> = None;
+        assert_eq!(
+            build_id(&[
+                id_part(&7u32),
+                id_part(&none),
+                id_part(&()),
+                id_part(&f64::NAN)
+            ]),
+            cache_id(&(7u32, none, (), f64::NAN))
+        );
+        assert_eq!(
+            build_id(&[id_part(&()), id_part(&((), [(); 2]))]),
+            cache_id(&((), ((), [(); 2])))
+        );
     }
 
     #[test]
     fn a_part_that_does_not_serialise_bypasses_the_cache() {
         let map: std::collections::HashMap<(u8, u8), u8> = [((1, 2), 3)].into();
         assert_eq!(build_id(&[id_part(&1u8), id_part(&map)]), None);
+    }
+
+    fn id<T: Serialize + ?Sized>(value: &T) -> String {
+        cache_id(value).expect("serialises")
+    }
+
+    #[test]
+    fn ids_without_null_are_the_json_alone() {
+        #[derive(Serialize)]
+        struct Query<'a> {
+            text: &'a str,
+            page: u32,
+            ratio: f64,
+            tags: Vec<&'a str>,
+            nested: BTreeMap<&'a str, (i8, char)>,
+        }
+        #[derive(Serialize)]
+        enum Shape {
+            Dot,
+            Circle(f32),
+        }
+        let query = Query {
+            text: "null \"null\" ~None",
+            page: 2,
+            ratio: -0.0,
+            tags: vec!["null", "~"],
+            nested: [("k", (-1, 'n'))].into(),
+        };
+        let json = serde_json::to_string(&query).unwrap();
+        assert_eq!(id(&query), json);
+        assert_eq!(
+            json,
+            r#"{"text":"null \"null\" ~None","page":2,"ratio":-0.0,"tags":["null","~"],"nested":{"k":[-1,"n"]}}"#
+        );
+        for (value, expected) in [
+            (id(&42u64), "42"),
+            (id(&1.5f64), "1.5"),
+            (id(&f64::MAX), "1.7976931348623157e+308"),
+            (id("ada"), "\"ada\""),
+            (id(&Some(3u8)), "3"),
+            (
+                id(&(Shape::Dot, Shape::Circle(0.5))),
+                r#"["Dot",{"Circle":0.5}]"#,
+            ),
+            (
+                build_id(&[id_part(&0u32), id_part(&20u32)]).unwrap(),
+                "[0,20]",
+            ),
+        ] {
+            assert_eq!(value, expected);
+        }
+    }
+
+    #[test]
+    fn a_function_without_arguments_has_the_id_null() {
+        assert_eq!(build_id(&[]).as_deref(), Some("null"));
+        assert_eq!(cache_id(&()).as_deref(), Some("null"));
+        // Plain units tell nothing apart, so they keep their JSON too.
+        #[derive(Serialize)]
+        struct Marker;
+        assert_eq!(id(&Marker), "null");
+        assert_eq!(id(&((), Marker)), "[null,null]");
+    }
+
+    #[test]
+    fn non_finite_floats_none_and_unit_get_distinct_ids() {
+        let ids = [
+            id(&f64::NAN),
+            id(&f64::INFINITY),
+            id(&f64::NEG_INFINITY),
+            id(&None::<f64>),
+            id(&()),
+            id(&Some(f64::NAN)),
+            id(&Some(f64::INFINITY)),
+            id(&Some(None::<f64>)),
+            id(&Some(())),
+            id(&-f64::NAN),
+            id(&f64::from_bits(0x7ff8_0000_0000_0001)),
+        ];
+        assert_eq!(
+            ids,
+            [
+                "null~NaN",
+                "null~inf",
+                "null~-inf",
+                "null~None",
+                "null",
+                "null~Some(NaN)",
+                "null~Some(inf)",
+                "null~Some(None)",
+                "null~Some(())",
+                "null~-NaN",
+                "null~NaN(0x7ff8000000000001)",
+            ]
+        );
+        assert_eq!(ids.iter().collect::<HashSet<_>>().len(), ids.len());
+        // f32 alike.
+        assert_eq!(id(&f32::NAN), "null~NaN");
+        assert_eq!(id(&f32::NEG_INFINITY), "null~-inf");
+        assert_eq!(id(&f32::from_bits(0xffc0_0001)), "null~NaN(0xffc00001)");
+        // A NaN always has the same id (it is not equal to itself, its id is).
+        assert_eq!(id(&(0.5, f64::NAN)), id(&(0.5, f64::NAN)));
+    }
+
+    #[test]
+    fn every_null_is_listed_in_order() {
+        #[derive(Serialize)]
+        struct Point {
+            x: f64,
+            label: Option<String>,
+            unit: (),
+            scores: Vec<Option<f32>>,
+            by_name: BTreeMap<String, f64>,
+        }
+        let point = Point {
+            x: f64::INFINITY,
+            label: None,
+            unit: (),
+            scores: vec![Some(1.0), None, Some(f32::NAN)],
+            by_name: [("a".to_string(), f64::NEG_INFINITY)].into(),
+        };
+        assert_eq!(
+            id(&point),
+            r#"{"x":null,"label":null,"unit":null,"scores":[1.0,null,null],"by_name":{"a":null}}~inf,None,(),None,Some(NaN),-inf"#
+        );
+        assert_eq!(
+            build_id(&[
+                id_part(&3u8),
+                id_part(&None::<u8>),
+                id_part(&f64::NEG_INFINITY)
+            ])
+            .as_deref(),
+            Some("[3,null,null]~None,-inf")
+        );
+        // The list tells apart values whose JSON is equal.
+        assert_ne!(id(&(None::<u8>, ())), id(&((), None::<u8>)));
+        assert_ne!(
+            id(&vec![None, Some(f64::NAN)]),
+            id(&vec![Some(f64::NAN), None])
+        );
     }
 }

@@ -1,6 +1,8 @@
 //! The auto-refresh registry: `#[cached(auto_refresh)]` functions submit themselves at link time
 //! (through `inventory`), and [`init`](crate::init) starts one background task per function that
-//! recomputes the value before it expires, under the lock, while readers keep the old value.
+//! recomputes the value before it expires, under the entry's lease (renewed while it computes),
+//! while readers keep the old value. A refresh whose lease was revoked by `set`/`invalidate`
+//! is not stored.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -10,9 +12,10 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::backend::LockAttempt;
+use crate::backend::{LeaseAttempt, Release};
+use crate::lease::{failure_memory, new_token, with_renewal};
 use crate::stats::bump;
-use crate::store::{new_token, Store};
+use crate::store::Store;
 use crate::EntryKey;
 
 /// The recomputation of one auto-refresh function: the encoded entry (header + payload), or
@@ -25,7 +28,7 @@ pub trait RefreshSpec: Sync {
     fn namespace(&self) -> &'static str;
     /// Value lifetime.
     fn exp(&self) -> Duration;
-    /// Longest lock hold.
+    /// Length of the lease.
     fn lock_timeout(&self) -> Duration;
 }
 
@@ -98,12 +101,9 @@ impl Refresher {
     }
 
     async fn pause(&mut self, d: Duration) -> Woke {
-        if *self.stop.borrow() {
-            return Woke::Stopped;
-        }
         tokio::select! {
             _ = tokio::time::sleep(d) => Woke::Due,
-            _ = self.stop.changed() => Woke::Stopped,
+            () = stopped(&mut self.stop) => Woke::Stopped,
         }
     }
 
@@ -153,22 +153,23 @@ impl Refresher {
             if let Woke::Stopped = self.pause(wait).await {
                 return;
             }
-            // 2. One replica refreshes: the one that takes the lock.
+            // 2. One replica refreshes: the one that takes the lease.
             let token = new_token();
             match self
                 .store
                 .backend
-                .try_lock(&self.key, &token, self.lock_timeout)
+                .try_lease(&self.key, &token, self.lock_timeout)
                 .await
             {
-                Ok(LockAttempt::Acquired) => {
+                Ok(LeaseAttempt::Acquired) => {
                     if let Woke::Stopped = self.refresh_holding(&token).await {
                         return;
                     }
                 }
-                Ok(LockAttempt::Held { remaining }) => {
+                Ok(LeaseAttempt::Held(holder)) => {
                     // Another replica (or a reader's miss) is computing; look again after it.
-                    if let Woke::Stopped = self.pause(remaining + Duration::from_millis(10)).await {
+                    let pause = holder.remaining + Duration::from_millis(10);
+                    if let Woke::Stopped = self.pause(pause).await {
                         return;
                     }
                 }
@@ -181,38 +182,60 @@ impl Refresher {
         }
     }
 
-    /// With the lock held: recompute unless another replica just did, store, release.
+    /// With the lease held: recompute unless another replica just did, store, release.
     async fn refresh_holding(&mut self, token: &str) -> Woke {
         let backend = self.store.backend.clone();
-        // Another replica may have refreshed between our look and our lock.
+        let failed = Release::Failed {
+            remember: failure_memory(self.lock_timeout),
+        };
+        // Another replica may have refreshed between our look and our lease.
         if let Ok(Some(ttl)) = backend.remaining_ttl(&self.key).await {
             if ttl > self.lock_timeout + self.lock_timeout / 2 && ttl > self.exp / 2 {
-                let _ = backend.unlock(&self.key, token).await;
+                let _ = backend
+                    .release_lease(&self.key, token, Release::Abandoned)
+                    .await;
                 return Woke::Due;
             }
         }
-        // A task of its own, so a panic in the user's function is caught and cancellation is ours.
+        // A task of its own, so a panic in the user's function is caught and cancellation is
+        // ours; the lease is renewed while it runs.
         let mut task = tokio::spawn((self.entry.recompute)());
-        let outcome = tokio::select! {
-            joined = &mut task => joined,
-            _ = self.stop.changed() => {
+        let key = self.key.clone();
+        let work = with_renewal(&*backend, &key, token, self.lock_timeout, &mut task);
+        let (outcome, lost) = tokio::select! {
+            done = work => done,
+            () = stopped(&mut self.stop) => {
                 task.abort();
-                let _ = backend.unlock(&self.key, token).await;
+                let _ = backend.release_lease(&self.key, token, Release::Abandoned).await;
                 return Woke::Stopped;
             }
         };
         let namespace = self.entry.spec.namespace();
         match outcome {
+            Ok(Some(_)) if lost => {
+                bump(&self.store.counters.computations);
+                bump(&self.store.counters.leases_lost);
+                tracing::debug!(
+                    namespace,
+                    "auto-refresh: the lease was revoked or lapsed; the new value was not stored"
+                );
+                return Woke::Due;
+            }
             Ok(Some(bytes)) => match backend
-                .store_and_unlock(&self.key, token, &bytes, self.exp)
+                .store_leased(&self.key, token, &bytes, self.exp)
                 .await
             {
-                Ok(owned) => {
+                Ok(stored) => {
                     bump(&self.store.counters.computations);
-                    bump(&self.store.counters.refreshes);
                     self.failures = 0;
-                    if !owned {
-                        tracing::warn!(namespace, "auto-refresh outlived its lock; lock_timeout is shorter than the computation");
+                    if stored {
+                        bump(&self.store.counters.refreshes);
+                    } else {
+                        bump(&self.store.counters.leases_lost);
+                        tracing::debug!(
+                            namespace,
+                            "auto-refresh: the lease was revoked (set/invalidate); the new value was not stored"
+                        );
                     }
                     return Woke::Due;
                 }
@@ -228,17 +251,22 @@ impl Refresher {
                     namespace,
                     "auto-refresh: the function returned no cacheable value; keeping the old one"
                 );
-                let _ = backend.unlock(&self.key, token).await;
+                let _ = backend.release_lease(&self.key, token, failed).await;
             }
             Err(join) => {
                 bump(&self.store.counters.refresh_failures);
                 tracing::error!(namespace, error = %join, "auto-refresh: the function panicked; keeping the old value");
-                let _ = backend.unlock(&self.key, token).await;
+                let _ = backend.release_lease(&self.key, token, failed).await;
             }
         }
         let pause = self.backoff();
         self.pause(pause).await
     }
+}
+
+/// Resolves once a stop was requested (the sender sent `true`, or is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
 }
 
 #[cfg(test)]

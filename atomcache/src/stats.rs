@@ -24,12 +24,23 @@ pub struct Stats {
     pub hits: u64,
     /// Lookups that found nothing usable.
     pub misses: u64,
-    /// Times a caller ran the computation (with the lock, or fail-open).
+    /// Times a caller ran the computation (under the lease, fail-open, or its own attempt).
     pub computations: u64,
     /// Callers that joined an identical call already in flight in this process.
     pub coalesced: u64,
-    /// Times a caller waited for another holder of the lock.
+    /// Times a caller waited for another caller's lease (in this replica or another).
     pub lock_waits: u64,
+    /// Callers answered with the failure of the computation they waited on in this process
+    /// (the output type could share it, e.g. an `Err` whose error type is `Clone`).
+    pub shared_failures: u64,
+    /// Computations run outside the lease: the computation the caller waited on failed and
+    /// could not be shared, or `max_wait` passed. Their values are not stored.
+    pub own_attempts: u64,
+    /// Callers that gave up waiting after `max_wait` (each then ran its own attempt).
+    pub max_waits: u64,
+    /// Values computed under a lease that was revoked (`set`/`invalidate`) or lapsed before
+    /// they could be stored: not stored, so a stale fill never overwrites an invalidation.
+    pub leases_lost: u64,
     /// Stored bytes that did not decode (read as a miss).
     pub decode_errors: u64,
     /// Store calls that failed or timed out (the caller got its value anyway).
@@ -49,6 +60,10 @@ pub(crate) struct Counters {
     pub computations: AtomicU64,
     pub coalesced: AtomicU64,
     pub lock_waits: AtomicU64,
+    pub shared_failures: AtomicU64,
+    pub own_attempts: AtomicU64,
+    pub max_waits: AtomicU64,
+    pub leases_lost: AtomicU64,
     pub decode_errors: AtomicU64,
     pub backend_errors: AtomicU64,
     pub store_failures: AtomicU64,
@@ -68,6 +83,10 @@ impl Counters {
             computations: self.computations.load(Relaxed),
             coalesced: self.coalesced.load(Relaxed),
             lock_waits: self.lock_waits.load(Relaxed),
+            shared_failures: self.shared_failures.load(Relaxed),
+            own_attempts: self.own_attempts.load(Relaxed),
+            max_waits: self.max_waits.load(Relaxed),
+            leases_lost: self.leases_lost.load(Relaxed),
             decode_errors: self.decode_errors.load(Relaxed),
             backend_errors: self.backend_errors.load(Relaxed),
             store_failures: self.store_failures.load(Relaxed),

@@ -1,5 +1,19 @@
-//! The locked path: single flight → GET → lock → compute → store+unlock+notify, with waiters
-//! woken by a push, takeover when a holder dies, and fail-open when the store misbehaves.
+//! The locked path, top to bottom: single flight → `GET` → on a miss, look and take the lease
+//! in one step → the holder computes while renewing its lease, then stores only if its lease is
+//! still current (which wakes the waiters) → the waiters, woken by a push, look again.
+//!
+//! The rules it keeps (see DESIGN.md):
+//! - one computation per key per lease, whatever the arrival order: a miss and its lease attempt
+//!   are one atomic step, so a caller that missed just before a store finds the value there;
+//! - `set`/`invalidate` revoke the lease, so a fill that started before them is refused, and
+//!   the in-process followers of that fill look again;
+//! - failures never queue: a failed computation answers its in-process followers at once (with
+//!   the failure itself when the output type can share it, otherwise each runs its own attempt),
+//!   and the waiters in other replicas that followed the failed lease compute on their own
+//!   instead of waiting for the next holder (one of them takes the next lease);
+//! - every wait is bounded by the holder's lease as last renewed and by `max_wait`, after
+//!   which the caller computes without the cache;
+//! - the cache never costs the caller its answer: any store error runs the computation anyway.
 
 use std::borrow::Cow;
 use std::future::Future;
@@ -8,16 +22,16 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::{de::DeserializeOwned, Serialize};
 
-use crate::backend::{Backend, LockAttempt, Subscription};
+use crate::backend::{Backend, LeaseAttempt, Lookup, Subscription};
 use crate::codec::{decode_entry, encode_entry, split_entry, Codec, EntryMeta};
+pub use crate::flight::SharedFailure;
 use crate::flight::{self, Flights, Joined, Landing};
+use crate::lease::{new_token, with_renewal, LeaseGuard};
 use crate::stats::{bump, Counters, Stats};
 use crate::{EntryKey, Error};
 
-/// Rounds of in-process single flight a caller joins before it walks the locked path itself
-/// (bounds how long a caller waits behind leaders that fail or are cancelled).
-const MAX_FOLLOW_ROUNDS: usize = 2;
-/// Added to a lock's remaining lifetime when waiting for it, so the takeover comes after expiry.
+/// Added to a lease's remaining lifetime when waiting for it, so the look after a silent
+/// holder comes after its lease lapsed.
 const WAIT_MARGIN: Duration = Duration::from_millis(25);
 
 /// Lifetimes of one cached function or [`Cache`](crate::Cache).
@@ -89,12 +103,64 @@ pub trait Outcome: Sized {
     fn from_value(value: Self::Value) -> Self;
 }
 
+/// How a non-cacheable output (a failure) reaches the callers that waited on the same
+/// computation in this process: `share` erases it, `unshare` rebuilds a copy for each follower.
+/// Without it, each follower runs its own attempt (concurrently: failures never queue).
+pub struct Sharing<O> {
+    share: fn(&O) -> Option<SharedFailure>,
+    unshare: fn(&SharedFailure) -> Option<O>,
+}
+
+impl<O> Clone for Sharing<O> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<O> Copy for Sharing<O> {}
+
+impl<O> Sharing<O> {
+    /// Failures are not shared: each follower of a failed call runs its own attempt.
+    pub const fn none() -> Self {
+        Sharing {
+            share: |_| None,
+            unshare: |_| None,
+        }
+    }
+
+    /// Shares failures through these two functions.
+    pub const fn new(
+        share: fn(&O) -> Option<SharedFailure>,
+        unshare: fn(&SharedFailure) -> Option<O>,
+    ) -> Self {
+        Sharing { share, unshare }
+    }
+}
+
 /// A backend plus what one process keeps beside it: in-flight calls and counters.
 pub(crate) struct Store {
     pub backend: Arc<dyn Backend>,
     pub prefix: String,
     flights: Flights,
     pub counters: Counters,
+}
+
+/// Whether the followers of a leader may take its answer, or must look again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    Share,
+    /// The leader's value was refused (its lease was revoked or lapsed).
+    Retry,
+}
+
+/// What one call of the locked path produced: the output, the stored bytes when there are any,
+/// and whether followers may share it.
+type Answer<O> = (O, Option<Vec<u8>>, Fate);
+
+/// The result of looking at an entry on a miss.
+enum Look<O> {
+    Hit(O, Vec<u8>),
+    Leased,
+    Held(crate::backend::Holder),
 }
 
 impl Store {
@@ -115,8 +181,29 @@ impl Store {
         EntryKey::new(&self.prefix, namespace, id)
     }
 
+    /// Removes the entry's value and revokes any lease in flight, and ends this process's
+    /// flight of it for new callers.
+    pub async fn invalidate(&self, key: &EntryKey) -> Result<(), Error> {
+        let result = self.backend.invalidate(key).await;
+        self.flights.detach(key.base());
+        result
+    }
+
+    /// Stores a value, revoking any lease in flight, and ends this process's flight of it.
+    pub async fn set(&self, key: &EntryKey, bytes: &[u8], exp: Duration) -> Result<(), Error> {
+        let result = self.backend.set(key, bytes, exp).await;
+        self.flights.detach(key.base());
+        result
+    }
+
     /// The full cached path for one call.
-    pub async fn resolve<C, O, F, Fut>(&self, key: &EntryKey, policy: Policy, compute: F) -> O
+    pub async fn resolve<C, O, F, Fut>(
+        &self,
+        key: &EntryKey,
+        policy: Policy,
+        sharing: Sharing<O>,
+        compute: F,
+    ) -> O
     where
         C: Codec,
         O: Outcome,
@@ -128,7 +215,7 @@ impl Store {
         let fresh_since = request.as_ref().and_then(|r| r.fresh_since());
         let want_raw = request.is_some();
         let (out, raw) = self
-            .coalesced::<C, O, F, Fut>(key, policy, fresh_since, want_raw, compute)
+            .coalesced::<C, O, F, Fut>(key, policy, sharing, fresh_since, want_raw, compute)
             .await;
         if let Some(request) = request {
             request.record(raw, policy.exp);
@@ -144,6 +231,7 @@ impl Store {
         &self,
         key: &EntryKey,
         policy: Policy,
+        sharing: Sharing<O>,
         fresh_since: Option<SystemTime>,
         want_raw: bool,
         compute: F,
@@ -158,152 +246,198 @@ impl Store {
             None => Cow::Borrowed(key.base()),
             Some(_) => Cow::Owned(format!("{}!fresh", key.base())),
         };
-        let mut rounds = 0;
-        while rounds < MAX_FOLLOW_ROUNDS {
-            match self.flights.join(&flight_key) {
+        loop {
+            let guard = match self.flights.join(&flight_key) {
+                Joined::Leader(guard) => guard,
                 Joined::Follower(rx) => {
                     bump(&self.counters.coalesced);
                     match flight::wait(rx).await {
-                        Some(Landing::Value(bytes)) => match decode_entry::<C, O::Value>(&bytes) {
-                            Ok((_, value)) => return (O::from_value(value), Some(bytes)),
-                            Err(err) => {
-                                // The leader validated these bytes; this can only be a codec bug.
-                                tracing::warn!(key = key.base(), %err, "shared value did not decode");
-                                break;
+                        Some(Landing::Value(bytes)) => {
+                            if let Some((_, value)) = self.decode_or_miss::<C, O::Value>(key, &bytes)
+                            {
+                                return (O::from_value(value), Some(bytes));
                             }
-                        },
-                        Some(Landing::Failed) | None => rounds += 1,
+                            // The leader validated these bytes; only a codec bug gets here.
+                            return self.own_attempt::<C, O, F, Fut>(compute).await;
+                        }
+                        Some(Landing::Failed(shared)) => {
+                            if let Some(out) = shared.as_ref().and_then(sharing.unshare) {
+                                bump(&self.counters.shared_failures);
+                                return (out, None);
+                            }
+                            return self.own_attempt::<C, O, F, Fut>(compute).await;
+                        }
+                        // Revoked, or the leader was cancelled: a new round.
+                        Some(Landing::Retry) | None => continue,
                     }
                 }
-                Joined::Leader(guard) => {
-                    let (out, mut raw) = self
-                        .locked_path::<C, O, F, Fut>(key, policy, fresh_since, compute)
-                        .await;
-                    let mut shared: Option<Arc<[u8]>> = None;
-                    guard.land(|| {
-                        shared = raw.take().map(Arc::from);
-                        shared.clone().map_or(Landing::Failed, Landing::Value)
-                    });
-                    if want_raw && shared.is_none() {
-                        shared = raw.map(Arc::from);
-                    }
-                    return (out, shared);
+            };
+            let (out, mut raw, fate) = self
+                .locked_path::<C, O, F, Fut>(key, policy, fresh_since, compute)
+                .await;
+            let mut shared: Option<Arc<[u8]>> = None;
+            guard.land(|| match (fate, raw.take()) {
+                (Fate::Retry, bytes) => {
+                    raw = bytes;
+                    Landing::Retry
                 }
+                (Fate::Share, Some(bytes)) => {
+                    let bytes: Arc<[u8]> = Arc::from(bytes);
+                    shared = Some(bytes.clone());
+                    Landing::Value(bytes)
+                }
+                (Fate::Share, None) => Landing::Failed((sharing.share)(&out)),
+            });
+            if want_raw && shared.is_none() {
+                shared = raw.map(Arc::from);
             }
+            return (out, shared);
         }
-        let (out, raw) = self
-            .locked_path::<C, O, F, Fut>(key, policy, fresh_since, compute)
-            .await;
-        (out, raw.filter(|_| want_raw).map(Arc::from))
     }
 
-    /// GET, then on a miss the distributed lock. Returns the output and the stored bytes.
+    /// `GET`; on a miss, the lease protocol. Returns the output, the stored bytes and what the
+    /// followers may do with them.
     async fn locked_path<C, O, F, Fut>(
         &self,
         key: &EntryKey,
         policy: Policy,
         fresh_since: Option<SystemTime>,
         compute: F,
-    ) -> (O, Option<Vec<u8>>)
+    ) -> Answer<O>
     where
         C: Codec,
         O: Outcome,
         F: FnOnce() -> Fut,
         Fut: Future<Output = O>,
     {
-        match self.peek::<C, O>(key, fresh_since).await {
-            Ok(Some(hit)) => return hit,
-            Ok(None) => bump(&self.counters.misses),
-            Err(err) => {
-                return self
-                    .fail_open::<C, O, F, Fut>(key, "get", err, compute)
-                    .await
+        // The hit path: one GET.
+        match self.backend.get(key).await {
+            Ok(Some(raw)) => {
+                if let Some(out) = self.usable::<C, O>(key, &raw, fresh_since) {
+                    bump(&self.counters.hits);
+                    return (out, Some(raw), Fate::Share);
+                }
             }
+            Ok(None) => {}
+            Err(err) => return self.fail_open::<C, O, F, Fut>(key, "get", err, compute).await,
         }
+        bump(&self.counters.misses);
+
         let token = new_token();
+        let deadline = Instant::now() + policy.max_wait;
         let mut subscription: Option<Subscription> = None;
+        // The lease this caller waits on: if it ends in a failure, the caller computes on its
+        // own rather than queueing behind the next holder.
+        let mut followed: Option<String> = None;
         loop {
-            let remaining = match self
-                .backend
-                .try_lock(key, &token, policy.lock_timeout)
+            let holder = match self
+                .look::<C, O>(key, &token, policy, fresh_since)
                 .await
             {
-                Ok(LockAttempt::Acquired) => {
-                    drop(subscription);
-                    return self
-                        .compute_and_store::<C, O, F, Fut>(key, &token, policy, compute)
-                        .await;
+                Ok(Look::Hit(out, raw)) => {
+                    bump(&self.counters.hits);
+                    return (out, Some(raw), Fate::Share);
                 }
-                Ok(LockAttempt::Held { remaining }) => remaining,
+                Ok(Look::Leased) => {
+                    return self
+                        .compute_leased::<C, O, F, Fut>(key, &token, policy, compute)
+                        .await
+                }
+                Ok(Look::Held(holder)) => holder,
                 Err(err) => {
                     return self
-                        .fail_open::<C, O, F, Fut>(key, "lock", err, compute)
+                        .fail_open::<C, O, F, Fut>(key, "lease", err, compute)
                         .await
                 }
             };
-            bump(&self.counters.lock_waits);
-            // Subscribe first, then look: a value stored after the look wakes us.
-            let sub = match subscription.as_mut() {
-                Some(sub) => sub,
-                None => match self.backend.subscribe(key).await {
-                    Ok(sub) => subscription.insert(sub),
+            if let Some(previous) = &followed {
+                if holder.token != *previous && holder.last_failed.as_ref() == Some(previous) {
+                    tracing::debug!(
+                        key = key.base(),
+                        "the computation this caller waited for failed; computing on its own"
+                    );
+                    return self.own_attempt_answer::<C, O, F, Fut>(compute).await;
+                }
+            }
+            followed = Some(holder.token);
+            // Subscribe first, then look again: a release or store between the first look and
+            // the subscription is seen by that second look.
+            let Some(sub) = subscription.as_mut() else {
+                bump(&self.counters.lock_waits);
+                match self.backend.subscribe(key).await {
+                    Ok(sub) => subscription = Some(sub),
                     Err(err) => {
                         return self
                             .fail_open::<C, O, F, Fut>(key, "subscribe", err, compute)
                             .await
                     }
-                },
+                }
+                continue;
             };
-            match self.peek::<C, O>(key, fresh_since).await {
-                Ok(Some(hit)) => return hit,
-                Ok(None) => {}
-                Err(err) => {
-                    return self
-                        .fail_open::<C, O, F, Fut>(key, "get", err, compute)
-                        .await
-                }
+            let now = Instant::now();
+            if now >= deadline {
+                bump(&self.counters.max_waits);
+                tracing::warn!(
+                    key = key.base(),
+                    max_wait = ?policy.max_wait,
+                    "waited max_wait for another caller's computation; computing without the cache"
+                );
+                return self.own_attempt_answer::<C, O, F, Fut>(compute).await;
             }
-            let bound = remaining.min(policy.lock_timeout) + WAIT_MARGIN;
-            let woken = tokio::time::timeout(bound, sub.woken()).await.is_ok();
-            if woken {
-                match self.peek::<C, O>(key, fresh_since).await {
-                    Ok(Some(hit)) => return hit,
-                    Ok(None) => {}
-                    Err(err) => {
-                        return self
-                            .fail_open::<C, O, F, Fut>(key, "get", err, compute)
-                            .await
-                    }
-                }
-            }
-            // The holder released without a value, or died: try the lock again. Exactly one
-            // waiter wins it; the others wait for that one.
+            let bound = (holder.remaining + WAIT_MARGIN).min(deadline - now);
+            // Woken or not, look again: the holder stored, failed, was revoked, renewed, or
+            // went silent and its lease lapsed (then one waiter takes over).
+            let _ = tokio::time::timeout(bound, sub.woken()).await;
         }
     }
 
-    /// Reads and decodes the entry; bytes that do not decode count as a miss, and so does a
-    /// value written no later than `fresh_since` (a no-cache request wants a newer one).
-    async fn peek<C: Codec, O: Outcome>(
+    /// One atomic look on a miss: the value, or the lease, or the holder. A value that does not
+    /// decode, or that is older than a no-cache request, is replaced: the caller takes the
+    /// lease even though bytes are stored.
+    async fn look<C: Codec, O: Outcome>(
         &self,
         key: &EntryKey,
+        token: &str,
+        policy: Policy,
         fresh_since: Option<SystemTime>,
-    ) -> Result<Option<(O, Option<Vec<u8>>)>, Error> {
-        let Some(raw) = self.backend.get(key).await? else {
-            return Ok(None);
-        };
-        if let (Some(since), Ok((meta, _))) = (fresh_since, split_entry::<C>(&raw)) {
-            // Millisecond resolution: a value written in the request's own millisecond was
-            // computed before the request started.
+    ) -> Result<Look<O>, Error> {
+        match self
+            .backend
+            .get_or_lease(key, token, policy.lock_timeout)
+            .await?
+        {
+            Lookup::Value(raw) => match self.usable::<C, O>(key, &raw, fresh_since) {
+                Some(out) => Ok(Look::Hit(out, raw)),
+                None => match self
+                    .backend
+                    .try_lease(key, token, policy.lock_timeout)
+                    .await?
+                {
+                    LeaseAttempt::Acquired => Ok(Look::Leased),
+                    LeaseAttempt::Held(holder) => Ok(Look::Held(holder)),
+                },
+            },
+            Lookup::Leased => Ok(Look::Leased),
+            Lookup::Held(holder) => Ok(Look::Held(holder)),
+        }
+    }
+
+    /// Decodes stored bytes unless they are older than `fresh_since` (a no-cache request wants
+    /// a value written after it started; millisecond resolution, so a value written in the
+    /// request's own millisecond is too old).
+    fn usable<C: Codec, O: Outcome>(
+        &self,
+        key: &EntryKey,
+        raw: &[u8],
+        fresh_since: Option<SystemTime>,
+    ) -> Option<O> {
+        if let (Some(since), Ok((meta, _))) = (fresh_since, split_entry::<C>(raw)) {
             if meta.written_at <= since {
-                return Ok(None);
+                return None;
             }
         }
-        Ok(self
-            .decode_or_miss::<C, O::Value>(key, &raw)
-            .map(|(_, value)| {
-                bump(&self.counters.hits);
-                (O::from_value(value), Some(raw))
-            }))
+        self.decode_or_miss::<C, O::Value>(key, raw)
+            .map(|(_, value)| O::from_value(value))
     }
 
     /// Decodes stored bytes; bytes that do not decode are a miss, counted and logged.
@@ -322,26 +456,31 @@ impl Store {
         }
     }
 
-    async fn compute_and_store<C, O, F, Fut>(
+    /// The holder's part: compute while renewing the lease, then store if the lease is still
+    /// current, or release it as failed.
+    async fn compute_leased<C, O, F, Fut>(
         &self,
         key: &EntryKey,
         token: &str,
         policy: Policy,
         compute: F,
-    ) -> (O, Option<Vec<u8>>)
+    ) -> Answer<O>
     where
         C: Codec,
         O: Outcome,
         F: FnOnce() -> Fut,
         Fut: Future<Output = O>,
     {
-        let guard = LockGuard {
-            backend: Some(self.backend.clone()),
+        let guard = LeaseGuard::new(self.backend.clone(), key, token, policy.lock_timeout);
+        let started = Instant::now();
+        let (out, lost) = with_renewal(
+            &*self.backend,
             key,
             token,
-        };
-        let started = Instant::now();
-        let out = compute().await;
+            policy.lock_timeout,
+            compute(),
+        )
+        .await;
         let elapsed = started.elapsed();
         bump(&self.counters.computations);
         let bytes = match out.cacheable().map(|v| encode_entry::<C, _>(v, elapsed)) {
@@ -349,34 +488,48 @@ impl Store {
             Some(Err(err)) => {
                 bump(&self.counters.store_failures);
                 tracing::warn!(key = key.base(), %err, "computed value did not encode; not cached");
-                guard.release().await;
-                return (out, None);
+                guard.release_failed().await;
+                return (out, None, Fate::Share);
             }
             None => {
-                guard.release().await;
-                return (out, None);
+                guard.release_failed().await;
+                return (out, None, Fate::Share);
             }
         };
+        if lost {
+            // The store would be refused; do not send the bytes.
+            guard.disarm();
+            bump(&self.counters.leases_lost);
+            return (out, Some(bytes), Fate::Retry);
+        }
         match self
             .backend
-            .store_and_unlock(key, token, &bytes, policy.exp)
+            .store_leased(key, token, &bytes, policy.exp)
             .await
         {
-            Ok(true) => {}
-            Ok(false) => tracing::warn!(
-                key = key.base(),
-                ?elapsed,
-                lock_timeout = ?policy.lock_timeout,
-                "the computation outlived its lock; the value was stored, but another caller may have computed too"
-            ),
+            Ok(true) => {
+                guard.disarm();
+                (out, Some(bytes), Fate::Share)
+            }
+            Ok(false) => {
+                guard.disarm();
+                bump(&self.counters.leases_lost);
+                tracing::debug!(
+                    key = key.base(),
+                    ?elapsed,
+                    "the lease was revoked (set/invalidate) or lapsed during the computation; the value was not stored"
+                );
+                (out, Some(bytes), Fate::Retry)
+            }
             Err(err) => {
+                // Unknown whether it was stored; the lease lapses on its own.
+                guard.disarm();
                 bump(&self.counters.backend_errors);
                 bump(&self.counters.store_failures);
                 tracing::warn!(key = key.base(), %err, "could not store the computed value");
+                (out, Some(bytes), Fate::Share)
             }
         }
-        guard.disarm();
-        (out, Some(bytes))
     }
 
     /// The store failed: run the computation anyway and do not touch the store again.
@@ -386,7 +539,7 @@ impl Store {
         step: &'static str,
         err: Error,
         compute: F,
-    ) -> (O, Option<Vec<u8>>)
+    ) -> Answer<O>
     where
         C: Codec,
         O: Outcome,
@@ -395,62 +548,49 @@ impl Store {
     {
         bump(&self.counters.backend_errors);
         tracing::warn!(key = key.base(), step, %err, "cache backend failed; computing without the cache");
+        self.uncached::<C, O, F, Fut>(compute).await
+    }
+
+    /// The caller computes on its own, outside the lease (the computation it waited for failed,
+    /// or `max_wait` passed); the value is shared with this process's followers, not stored.
+    async fn own_attempt_answer<C, O, F, Fut>(&self, compute: F) -> Answer<O>
+    where
+        C: Codec,
+        O: Outcome,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = O>,
+    {
+        bump(&self.counters.own_attempts);
+        self.uncached::<C, O, F, Fut>(compute).await
+    }
+
+    /// A follower whose leader failed without a failure it can share: its own attempt.
+    async fn own_attempt<C, O, F, Fut>(&self, compute: F) -> (O, Option<Arc<[u8]>>)
+    where
+        C: Codec,
+        O: Outcome,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = O>,
+    {
+        let (out, raw, _) = self.own_attempt_answer::<C, O, F, Fut>(compute).await;
+        (out, raw.map(Arc::from))
+    }
+
+    /// Runs the computation without the cache; the encoded value, if any, is returned for this
+    /// process's followers.
+    async fn uncached<C, O, F, Fut>(&self, compute: F) -> Answer<O>
+    where
+        C: Codec,
+        O: Outcome,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = O>,
+    {
         let started = Instant::now();
         let out = compute().await;
         bump(&self.counters.computations);
-        // Still share the value with this process's followers.
-        let shared = out
+        let bytes = out
             .cacheable()
             .and_then(|v| encode_entry::<C, _>(v, started.elapsed()).ok());
-        (out, shared)
+        (out, bytes, Fate::Share)
     }
-}
-
-/// Releases a held lock when the computation panics or the caller is cancelled.
-struct LockGuard<'a> {
-    backend: Option<Arc<dyn Backend>>,
-    key: &'a EntryKey,
-    token: &'a str,
-}
-
-impl LockGuard<'_> {
-    async fn release(mut self) {
-        if let Some(backend) = self.backend.take() {
-            if let Err(err) = backend.unlock(self.key, self.token).await {
-                tracing::warn!(key = self.key.base(), %err, "could not release the lock; it will expire");
-            }
-        }
-    }
-
-    fn disarm(mut self) {
-        self.backend = None;
-    }
-}
-
-impl Drop for LockGuard<'_> {
-    fn drop(&mut self) {
-        let Some(backend) = self.backend.take() else {
-            return;
-        };
-        let (key, token) = (self.key.clone(), self.token.to_owned());
-        match tokio::runtime::Handle::try_current() {
-            Ok(handle) => {
-                handle.spawn(async move {
-                    if let Err(err) = backend.unlock(&key, &token).await {
-                        tracing::warn!(key = key.base(), %err, "could not release an abandoned lock; it will expire");
-                    }
-                });
-            }
-            Err(_) => tracing::warn!(
-                key = key.base(),
-                "no runtime to release an abandoned lock; it will expire"
-            ),
-        }
-    }
-}
-
-/// 128 random bits, hex.
-pub(crate) fn new_token() -> String {
-    let bits: u128 = rand::random();
-    format!("{bits:032x}")
 }

@@ -16,7 +16,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use atomcache::{Backend, EntryKey, LockAttempt, Subscription};
+use atomcache::{Backend, EntryKey, LeaseAttempt, Lookup, Release, Subscription};
+
+pub mod proxy;
+pub use proxy::DelayProxy;
+pub mod scripted;
+pub use scripted::{CallResult, Computation, ScriptedOptions, ScriptedReplica};
 
 /// The message of the panic when `redis-server` cannot be found.
 pub const MISSING_REDIS: &str = "redis-server not found: install it with `apt-get install redis-server` (Debian/Ubuntu) or `brew install redis`";
@@ -449,19 +454,23 @@ impl CommandStats {
 /// Where a [`Hooked`] backend runs its action, once, before answering its caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HookPoint {
-    /// After `try_lock` answered `Held` (the waiter lost the lock and has not subscribed yet).
-    LockHeld,
-    /// After `subscribe` returned (subscribed, the value not looked at yet).
+    /// After `get_or_lease` answered `Held` for the first time (the waiter has not subscribed
+    /// yet).
+    LeaseHeld,
+    /// After `subscribe` returned (subscribed, the entry not looked at again yet).
     Subscribed,
-    /// After the `n`-th `get` (1-based) that found nothing: with `n = 2`, the waiter's check
-    /// after subscribing; the value lands between that check and the wait.
+    /// After the `n`-th look (1-based; a `get` or `get_or_lease`) that found no value: with
+    /// `n = 1` the hit path's `GET`, `n = 2` the look that found the lease held, `n = 3` the
+    /// waiter's look after subscribing.
     Miss(usize),
+    /// After `get_or_lease` answered `Leased` (the holder has not started computing yet).
+    Leased,
 }
 
 type Action = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// A backend that delegates to `inner` and, once, runs an action at a chosen [`HookPoint`]
-/// before answering: it lets a test make a value land at an exact point of the waiter's path.
+/// before answering: it lets a test make something happen at an exact point of the path.
 pub struct Hooked<B> {
     inner: B,
     point: HookPoint,
@@ -501,6 +510,11 @@ impl<B: Backend> Hooked<B> {
             self.fired.store(true, Ordering::SeqCst);
         }
     }
+
+    async fn missed(&self) {
+        let n = self.misses.fetch_add(1, Ordering::SeqCst) + 1;
+        self.fire(HookPoint::Miss(n)).await;
+    }
 }
 
 #[async_trait::async_trait]
@@ -508,10 +522,62 @@ impl<B: Backend> Backend for Hooked<B> {
     async fn get(&self, key: &EntryKey) -> Result<Option<Vec<u8>>, atomcache::Error> {
         let answer = self.inner.get(key).await?;
         if answer.is_none() {
-            let n = self.misses.fetch_add(1, Ordering::SeqCst) + 1;
-            self.fire(HookPoint::Miss(n)).await;
+            self.missed().await;
         }
         Ok(answer)
+    }
+    async fn get_or_lease(
+        &self,
+        key: &EntryKey,
+        token: &str,
+        lease: Duration,
+    ) -> Result<Lookup, atomcache::Error> {
+        let answer = self.inner.get_or_lease(key, token, lease).await?;
+        match &answer {
+            Lookup::Value(_) => {}
+            Lookup::Leased => {
+                self.missed().await;
+                self.fire(HookPoint::Leased).await;
+            }
+            Lookup::Held(_) => {
+                self.missed().await;
+                self.fire(HookPoint::LeaseHeld).await;
+            }
+        }
+        Ok(answer)
+    }
+    async fn try_lease(
+        &self,
+        key: &EntryKey,
+        token: &str,
+        lease: Duration,
+    ) -> Result<LeaseAttempt, atomcache::Error> {
+        self.inner.try_lease(key, token, lease).await
+    }
+    async fn renew_lease(
+        &self,
+        key: &EntryKey,
+        token: &str,
+        lease: Duration,
+    ) -> Result<bool, atomcache::Error> {
+        self.inner.renew_lease(key, token, lease).await
+    }
+    async fn store_leased(
+        &self,
+        key: &EntryKey,
+        token: &str,
+        value: &[u8],
+        exp: Duration,
+    ) -> Result<bool, atomcache::Error> {
+        self.inner.store_leased(key, token, value, exp).await
+    }
+    async fn release_lease(
+        &self,
+        key: &EntryKey,
+        token: &str,
+        why: Release,
+    ) -> Result<bool, atomcache::Error> {
+        self.inner.release_lease(key, token, why).await
     }
     async fn set(
         &self,
@@ -521,43 +587,11 @@ impl<B: Backend> Backend for Hooked<B> {
     ) -> Result<(), atomcache::Error> {
         self.inner.set(key, value, exp).await
     }
-    async fn delete(&self, key: &EntryKey) -> Result<(), atomcache::Error> {
-        self.inner.delete(key).await
+    async fn invalidate(&self, key: &EntryKey) -> Result<(), atomcache::Error> {
+        self.inner.invalidate(key).await
     }
     async fn remaining_ttl(&self, key: &EntryKey) -> Result<Option<Duration>, atomcache::Error> {
         self.inner.remaining_ttl(key).await
-    }
-    async fn try_lock(
-        &self,
-        key: &EntryKey,
-        token: &str,
-        ttl: Duration,
-    ) -> Result<LockAttempt, atomcache::Error> {
-        let answer = self.inner.try_lock(key, token, ttl).await?;
-        if matches!(answer, LockAttempt::Held { .. }) {
-            self.fire(HookPoint::LockHeld).await;
-        }
-        Ok(answer)
-    }
-    async fn store_and_unlock(
-        &self,
-        key: &EntryKey,
-        token: &str,
-        value: &[u8],
-        exp: Duration,
-    ) -> Result<bool, atomcache::Error> {
-        self.inner.store_and_unlock(key, token, value, exp).await
-    }
-    async fn unlock(&self, key: &EntryKey, token: &str) -> Result<bool, atomcache::Error> {
-        self.inner.unlock(key, token).await
-    }
-    async fn extend_lock(
-        &self,
-        key: &EntryKey,
-        token: &str,
-        ttl: Duration,
-    ) -> Result<bool, atomcache::Error> {
-        self.inner.extend_lock(key, token, ttl).await
     }
     async fn subscribe(&self, key: &EntryKey) -> Result<Subscription, atomcache::Error> {
         let sub = self.inner.subscribe(key).await?;

@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use super::{Backend, LockAttempt, Subscription, WakeHub};
+use super::{Backend, Holder, LeaseAttempt, Lookup, Release, Subscription, WakeHub};
 use crate::{EntryKey, Error};
 
-/// An in-process store with Redis semantics.
+/// An in-process store with the semantics of the Redis backend (expiry, leases, wake-ups).
 ///
 /// Cloning is cheap and clones share the store. Expired entries are dropped lazily and swept
 /// as the map grows.
@@ -33,20 +33,84 @@ struct Inner {
     hub: WakeHub,
 }
 
+/// Everything of one entry, under its value key.
+#[derive(Default)]
+struct Slot {
+    value: Option<(Arc<[u8]>, Instant)>,
+    lease: Option<(String, Instant)>,
+    failed: Option<(String, Instant)>,
+}
+
+impl Slot {
+    /// Drops what has expired; `true` when nothing is left.
+    fn expire(&mut self, now: Instant) -> bool {
+        if matches!(self.value, Some((_, until)) if until <= now) {
+            self.value = None;
+        }
+        if matches!(self.lease, Some((_, until)) if until <= now) {
+            self.lease = None;
+        }
+        if matches!(self.failed, Some((_, until)) if until <= now) {
+            self.failed = None;
+        }
+        self.value.is_none() && self.lease.is_none() && self.failed.is_none()
+    }
+
+    fn holder(&self, now: Instant) -> Option<Holder> {
+        let (token, until) = self.lease.as_ref()?;
+        Some(Holder {
+            remaining: until.saturating_duration_since(now),
+            token: token.clone(),
+            last_failed: self.failed.as_ref().map(|(t, _)| t.clone()),
+        })
+    }
+
+    fn holds(&self, token: &str) -> bool {
+        matches!(&self.lease, Some((t, _)) if t == token)
+    }
+}
+
 #[derive(Default)]
 struct State {
-    values: HashMap<String, (Arc<[u8]>, Instant)>,
-    locks: HashMap<String, (String, Instant)>,
+    entries: HashMap<String, Slot>,
     /// Map size after the last sweep; the next sweep runs when it doubles.
     swept_at_len: usize,
 }
 
+impl State {
+    /// The live slot of `key`, created when missing.
+    fn slot(&mut self, key: &str, now: Instant) -> &mut Slot {
+        if self.entries.len() >= 2 * self.swept_at_len.max(512) {
+            self.entries.retain(|_, slot| !slot.expire(now));
+            self.swept_at_len = self.entries.len();
+        }
+        if !self.entries.contains_key(key) {
+            self.entries.insert(key.to_owned(), Slot::default());
+        }
+        let slot = self.entries.entry(key.to_owned()).or_default();
+        slot.expire(now);
+        slot
+    }
+
+    /// The live slot of `key`, if there is one (no insertion).
+    fn existing(&mut self, key: &str, now: Instant) -> Option<&mut Slot> {
+        let slot = self.entries.get_mut(key)?;
+        slot.expire(now);
+        Some(slot)
+    }
+}
+
+/// `now + d`, saturating far in the future instead of overflowing.
+fn until(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d)
+        .or_else(|| now.checked_add(crate::store::MAX_LIFETIME))
+        .unwrap_or(now)
+}
+
 impl std::fmt::Debug for MemoryBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let state = self.state();
         f.debug_struct("MemoryBackend")
-            .field("values", &state.values.len())
-            .field("locks", &state.locks.len())
+            .field("entries", &self.state().entries.len())
             .finish()
     }
 }
@@ -66,9 +130,9 @@ impl MemoryBackend {
     pub fn len(&self) -> usize {
         let now = Instant::now();
         self.state()
-            .values
+            .entries
             .values()
-            .filter(|(_, until)| *until > now)
+            .filter(|slot| matches!(slot.value, Some((_, until)) if until > now))
             .count()
     }
 
@@ -78,83 +142,84 @@ impl MemoryBackend {
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        // Every critical section leaves the maps consistent, so a poisoned lock is still usable.
+        // Every critical section leaves the map consistent, so a poisoned lock is still usable.
         self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
     }
-}
 
-impl State {
-    fn live_value(&mut self, key: &str, now: Instant) -> Option<&(Arc<[u8]>, Instant)> {
-        if matches!(self.values.get(key), Some((_, until)) if *until <= now) {
-            self.values.remove(key);
-        }
-        self.values.get(key)
+    fn wake(&self, key: &EntryKey) {
+        self.inner.hub.wake(&key.channel());
     }
 
-    fn put(&mut self, key: String, value: &[u8], exp: Duration, now: Instant) {
-        self.values.insert(key, (Arc::from(value), now + exp));
-        if self.values.len() >= 2 * self.swept_at_len.max(512) {
-            self.values.retain(|_, (_, until)| *until > now);
-            self.locks.retain(|_, (_, until)| *until > now);
-            self.swept_at_len = self.values.len();
+    /// Takes the lease if it is free; otherwise describes the holder.
+    fn lease(slot: &mut Slot, token: &str, lease: Duration, now: Instant) -> LeaseAttempt {
+        match slot.holder(now) {
+            Some(holder) => LeaseAttempt::Held(holder),
+            None => {
+                slot.lease = Some((token.to_owned(), until(now, lease)));
+                LeaseAttempt::Acquired
+            }
         }
-    }
-
-    fn owns_lock(&self, key: &str, token: &str, now: Instant) -> bool {
-        matches!(self.locks.get(key), Some((t, until)) if t == token && *until > now)
     }
 }
 
 #[async_trait]
 impl Backend for MemoryBackend {
     async fn get(&self, key: &EntryKey) -> Result<Option<Vec<u8>>, Error> {
+        let now = Instant::now();
         let mut state = self.state();
         Ok(state
-            .live_value(key.value(), Instant::now())
+            .existing(key.value(), now)
+            .and_then(|slot| slot.value.as_ref())
             .map(|(v, _)| v.to_vec()))
     }
 
-    async fn set(&self, key: &EntryKey, value: &[u8], exp: Duration) -> Result<(), Error> {
-        self.state()
-            .put(key.value().to_owned(), value, exp, Instant::now());
-        self.inner.hub.wake(&key.channel());
-        Ok(())
-    }
-
-    async fn delete(&self, key: &EntryKey) -> Result<(), Error> {
-        self.state().values.remove(key.value());
-        Ok(())
-    }
-
-    async fn remaining_ttl(&self, key: &EntryKey) -> Result<Option<Duration>, Error> {
-        let now = Instant::now();
-        let mut state = self.state();
-        Ok(state
-            .live_value(key.value(), now)
-            .map(|(_, until)| until.saturating_duration_since(now)))
-    }
-
-    async fn try_lock(
+    async fn get_or_lease(
         &self,
         key: &EntryKey,
         token: &str,
-        ttl: Duration,
-    ) -> Result<LockAttempt, Error> {
+        lease: Duration,
+    ) -> Result<Lookup, Error> {
         let now = Instant::now();
         let mut state = self.state();
-        let lock_key = key.lock();
-        match state.locks.get(&lock_key) {
-            Some((_, until)) if *until > now => Ok(LockAttempt::Held {
-                remaining: until.saturating_duration_since(now),
-            }),
-            _ => {
-                state.locks.insert(lock_key, (token.to_owned(), now + ttl));
-                Ok(LockAttempt::Acquired)
+        let slot = state.slot(key.value(), now);
+        if let Some((value, _)) = &slot.value {
+            return Ok(Lookup::Value(value.to_vec()));
+        }
+        Ok(match Self::lease(slot, token, lease, now) {
+            LeaseAttempt::Acquired => Lookup::Leased,
+            LeaseAttempt::Held(holder) => Lookup::Held(holder),
+        })
+    }
+
+    async fn try_lease(
+        &self,
+        key: &EntryKey,
+        token: &str,
+        lease: Duration,
+    ) -> Result<LeaseAttempt, Error> {
+        let now = Instant::now();
+        let mut state = self.state();
+        Ok(Self::lease(state.slot(key.value(), now), token, lease, now))
+    }
+
+    async fn renew_lease(
+        &self,
+        key: &EntryKey,
+        token: &str,
+        lease: Duration,
+    ) -> Result<bool, Error> {
+        let now = Instant::now();
+        let mut state = self.state();
+        match state.existing(key.value(), now) {
+            Some(slot) if slot.holds(token) => {
+                slot.lease = Some((token.to_owned(), until(now, lease)));
+                Ok(true)
             }
+            _ => Ok(false),
         }
     }
 
-    async fn store_and_unlock(
+    async fn store_leased(
         &self,
         key: &EntryKey,
         token: &str,
@@ -162,47 +227,76 @@ impl Backend for MemoryBackend {
         exp: Duration,
     ) -> Result<bool, Error> {
         let now = Instant::now();
-        let owned = {
+        let stored = {
             let mut state = self.state();
-            state.put(key.value().to_owned(), value, exp, now);
-            let lock_key = key.lock();
-            let owned = state.owns_lock(&lock_key, token, now);
-            if owned {
-                state.locks.remove(&lock_key);
+            match state.existing(key.value(), now) {
+                Some(slot) if slot.holds(token) => {
+                    slot.value = Some((Arc::from(value), until(now, exp)));
+                    slot.lease = None;
+                    slot.failed = None;
+                    true
+                }
+                _ => false,
             }
-            owned
         };
-        self.inner.hub.wake(&key.channel());
-        Ok(owned)
-    }
-
-    async fn unlock(&self, key: &EntryKey, token: &str) -> Result<bool, Error> {
-        let now = Instant::now();
-        let owned = {
-            let mut state = self.state();
-            let lock_key = key.lock();
-            let owned = state.owns_lock(&lock_key, token, now);
-            if owned {
-                state.locks.remove(&lock_key);
-            }
-            owned
-        };
-        if owned {
-            self.inner.hub.wake(&key.channel());
+        if stored {
+            self.wake(key);
         }
-        Ok(owned)
+        Ok(stored)
     }
 
-    async fn extend_lock(&self, key: &EntryKey, token: &str, ttl: Duration) -> Result<bool, Error> {
+    async fn release_lease(
+        &self,
+        key: &EntryKey,
+        token: &str,
+        why: Release,
+    ) -> Result<bool, Error> {
+        let now = Instant::now();
+        let released = {
+            let mut state = self.state();
+            match state.existing(key.value(), now) {
+                Some(slot) if slot.holds(token) => {
+                    slot.lease = None;
+                    if let Release::Failed { remember } = why {
+                        slot.failed = Some((token.to_owned(), until(now, remember)));
+                    }
+                    true
+                }
+                _ => false,
+            }
+        };
+        if released {
+            self.wake(key);
+        }
+        Ok(released)
+    }
+
+    async fn set(&self, key: &EntryKey, value: &[u8], exp: Duration) -> Result<(), Error> {
+        let now = Instant::now();
+        {
+            let mut state = self.state();
+            let slot = state.slot(key.value(), now);
+            slot.value = Some((Arc::from(value), until(now, exp)));
+            slot.lease = None;
+            slot.failed = None;
+        }
+        self.wake(key);
+        Ok(())
+    }
+
+    async fn invalidate(&self, key: &EntryKey) -> Result<(), Error> {
+        self.state().entries.remove(key.value());
+        self.wake(key);
+        Ok(())
+    }
+
+    async fn remaining_ttl(&self, key: &EntryKey) -> Result<Option<Duration>, Error> {
         let now = Instant::now();
         let mut state = self.state();
-        let lock_key = key.lock();
-        if state.owns_lock(&lock_key, token, now) {
-            state.locks.insert(lock_key, (token.to_owned(), now + ttl));
-            Ok(true)
-        } else {
-            Ok(false)
-        }
+        Ok(state
+            .existing(key.value(), now)
+            .and_then(|slot| slot.value.as_ref())
+            .map(|(_, until)| until.saturating_duration_since(now)))
     }
 
     async fn subscribe(&self, key: &EntryKey) -> Result<Subscription, Error> {
@@ -222,6 +316,9 @@ mod tests {
         EntryKey::new("", "mem", id)
     }
 
+    const LEASE: Duration = Duration::from_secs(1);
+    const EXP: Duration = Duration::from_secs(10);
+
     #[tokio::test]
     async fn values_expire() {
         let b = MemoryBackend::new();
@@ -236,50 +333,81 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn lock_is_exclusive_and_token_checked() {
+    async fn a_lease_is_exclusive_and_token_checked() {
         let b = MemoryBackend::new();
         let k = key("l");
         assert_eq!(
-            b.try_lock(&k, "t1", Duration::from_millis(40))
+            b.get_or_lease(&k, "t1", Duration::from_millis(40))
                 .await
                 .unwrap(),
-            LockAttempt::Acquired
+            Lookup::Leased
         );
-        assert!(matches!(
-            b.try_lock(&k, "t2", Duration::from_secs(1)).await.unwrap(),
-            LockAttempt::Held { .. }
-        ));
-        assert!(!b.unlock(&k, "t2").await.unwrap());
-        // t1's lock expires; t2 takes it; the slow t1 cannot delete t2's lock.
+        let Lookup::Held(holder) = b.get_or_lease(&k, "t2", LEASE).await.unwrap() else {
+            panic!("t1 holds the lease")
+        };
+        assert_eq!(holder.token, "t1");
+        assert!(holder.remaining <= Duration::from_millis(40));
+        assert!(!b.release_lease(&k, "t2", Release::Abandoned).await.unwrap());
+        // t1's lease lapses; t2 takes it; the slow t1 can neither store nor renew.
         tokio::time::sleep(Duration::from_millis(60)).await;
         assert_eq!(
-            b.try_lock(&k, "t2", Duration::from_secs(1)).await.unwrap(),
-            LockAttempt::Acquired
+            b.get_or_lease(&k, "t2", LEASE).await.unwrap(),
+            Lookup::Leased
         );
-        assert!(!b
-            .store_and_unlock(&k, "t1", b"late", Duration::from_secs(1))
-            .await
-            .unwrap());
-        assert!(matches!(
-            b.try_lock(&k, "t3", Duration::from_secs(1)).await.unwrap(),
-            LockAttempt::Held { .. }
-        ));
-        assert!(b
-            .extend_lock(&k, "t2", Duration::from_secs(2))
-            .await
-            .unwrap());
-        assert!(!b
-            .extend_lock(&k, "t1", Duration::from_secs(2))
-            .await
-            .unwrap());
-        assert!(b
-            .store_and_unlock(&k, "t2", b"v", Duration::from_secs(1))
-            .await
-            .unwrap());
+        assert!(!b.store_leased(&k, "t1", b"late", EXP).await.unwrap());
+        assert!(!b.renew_lease(&k, "t1", LEASE).await.unwrap());
+        assert!(b.renew_lease(&k, "t2", LEASE).await.unwrap());
+        assert!(b.store_leased(&k, "t2", b"v", EXP).await.unwrap());
         assert_eq!(
-            b.try_lock(&k, "t3", Duration::from_secs(1)).await.unwrap(),
-            LockAttempt::Acquired
+            b.get_or_lease(&k, "t3", LEASE).await.unwrap(),
+            Lookup::Value(b"v".to_vec())
         );
+    }
+
+    #[tokio::test]
+    async fn set_and_invalidate_revoke_a_lease_in_flight() {
+        let b = MemoryBackend::new();
+        let k = key("r");
+        assert_eq!(b.get_or_lease(&k, "t1", LEASE).await.unwrap(), Lookup::Leased);
+        b.set(&k, b"fresh", EXP).await.unwrap();
+        assert!(!b.store_leased(&k, "t1", b"stale", EXP).await.unwrap());
+        assert_eq!(b.get(&k).await.unwrap().as_deref(), Some(&b"fresh"[..]));
+
+        assert_eq!(b.try_lease(&k, "t2", LEASE).await.unwrap(), LeaseAttempt::Acquired);
+        b.invalidate(&k).await.unwrap();
+        assert!(!b.store_leased(&k, "t2", b"stale", EXP).await.unwrap());
+        assert_eq!(b.get(&k).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_failure_is_remembered_for_the_next_holders_waiters() {
+        let b = MemoryBackend::new();
+        let k = key("f");
+        assert_eq!(b.get_or_lease(&k, "t1", LEASE).await.unwrap(), Lookup::Leased);
+        let remember = Release::Failed {
+            remember: Duration::from_millis(40),
+        };
+        assert!(b.release_lease(&k, "t1", remember).await.unwrap());
+        assert_eq!(b.get_or_lease(&k, "t2", LEASE).await.unwrap(), Lookup::Leased);
+        let Lookup::Held(holder) = b.get_or_lease(&k, "t3", LEASE).await.unwrap() else {
+            panic!("t2 holds the lease")
+        };
+        assert_eq!(holder.last_failed.as_deref(), Some("t1"));
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        let Lookup::Held(holder) = b.get_or_lease(&k, "t3", LEASE).await.unwrap() else {
+            panic!("t2 still holds the lease")
+        };
+        assert_eq!(holder.last_failed, None);
+    }
+
+    #[tokio::test]
+    async fn huge_lifetimes_do_not_panic() {
+        let b = MemoryBackend::new();
+        let k = key("huge");
+        b.set(&k, b"v", Duration::MAX).await.unwrap();
+        assert!(b.get(&k).await.unwrap().is_some());
+        assert_eq!(b.try_lease(&k, "t", Duration::MAX).await.unwrap(), LeaseAttempt::Acquired);
+        assert!(b.renew_lease(&k, "t", Duration::MAX).await.unwrap());
     }
 
     #[tokio::test]
@@ -287,9 +415,7 @@ mod tests {
         let b = MemoryBackend::new();
         let k = key("w");
         let mut sub = b.subscribe(&k).await.unwrap();
-        b.store_and_unlock(&k, "none", b"v", Duration::from_secs(1))
-            .await
-            .unwrap();
+        b.set(&k, b"v", EXP).await.unwrap();
         tokio::time::timeout(Duration::from_secs(1), sub.woken())
             .await
             .unwrap();

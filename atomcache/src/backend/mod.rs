@@ -1,8 +1,21 @@
 //! The storage contract ([`Backend`]) and the in-process wake-up hub shared by the backends.
 //!
-//! A backend stores bytes with an expiry, owns locks that carry a random token, and publishes a
-//! wake-up when an entry is stored or a lock is released. Everything above it (single flight,
-//! the locked path, codecs, fail-open) lives in the crate and is the same for every backend.
+//! A backend stores bytes with an expiry and keeps, beside each value, a *lease*: the lock of
+//! the one caller computing the value, named by a random token. Its operations are the steps of
+//! the lease protocol, each one atomic:
+//!
+//! - [`get_or_lease`](Backend::get_or_lease): the value if there is one, otherwise the lease
+//!   (taken in the same step that saw the miss), otherwise who holds it and for how long;
+//! - [`renew_lease`](Backend::renew_lease): the holder keeps its lease alive while it computes;
+//! - [`store_leased`](Backend::store_leased): the value is written only while the caller's lease
+//!   is still the current one, which ends the lease and wakes the waiters;
+//! - [`release_lease`](Backend::release_lease): the holder gives up (failed or cancelled) and
+//!   wakes the waiters; a failure is remembered briefly so they do not queue behind it;
+//! - [`set`](Backend::set) and [`invalidate`](Backend::invalidate) revoke any lease, so a fill
+//!   that started before them is refused.
+//!
+//! Everything above it (single flight, renewal, waiting, codecs, fail-open) lives in the crate
+//! and is the same for every backend.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -18,60 +31,114 @@ pub mod memory;
 #[cfg(feature = "redis")]
 pub mod redis;
 
-/// The answer to a lock attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LockAttempt {
-    /// The caller now holds the lock.
-    Acquired,
-    /// Someone else holds it, for at most this much longer.
-    Held {
-        /// Remaining lifetime of the other holder's lock.
-        remaining: Duration,
-    },
+/// Another caller's lease on an entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    /// How long the lease still lives unless its holder renews it.
+    pub remaining: Duration,
+    /// The holder's token (opaque: whatever the lease key holds).
+    pub token: String,
+    /// The token of the last lease on this entry that ended in a failed computation, if that
+    /// was recent (see [`Backend::release_lease`]).
+    pub last_failed: Option<String>,
 }
 
-/// A key-value store with expiring values, token locks and wake-ups.
+/// The answer of [`Backend::get_or_lease`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    /// The stored bytes.
+    Value(Vec<u8>),
+    /// There was no value: the caller now holds the lease.
+    Leased,
+    /// There was no value and another caller holds the lease.
+    Held(Holder),
+}
+
+/// The answer of [`Backend::try_lease`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseAttempt {
+    /// The caller now holds the lease.
+    Acquired,
+    /// Another caller holds it.
+    Held(Holder),
+}
+
+/// Why a holder gives its lease up without storing a value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Release {
+    /// The computation failed (`Err`, `None`, panic, a value that does not encode). The
+    /// backend remembers the token for `remember`, so that the callers that waited on this
+    /// lease compute on their own instead of queueing behind the next holder.
+    Failed {
+        /// How long the failure is remembered.
+        remember: Duration,
+    },
+    /// The holder was cancelled: one waiter takes over.
+    Abandoned,
+}
+
+/// A key-value store with expiring values, leases and wake-ups.
 ///
 /// Implement it to put atomcache on another store; [`MemoryBackend`](crate::MemoryBackend) is a
-/// complete, small example. All methods must answer within a bounded time (the crate adds its
-/// own timeout on top) and must never panic on any stored bytes.
+/// complete, small example. Every method must be atomic with respect to the others on the same
+/// entry, answer within a bounded time (the crate adds its own timeout on top), and never panic
+/// on any stored bytes. Every method that ends or revokes a lease, or writes a value, wakes the
+/// entry's waiters.
 ///
 /// ```
-/// use atomcache::{Backend, EntryKey, MemoryBackend};
+/// use atomcache::{Backend, EntryKey, Lookup, MemoryBackend};
 /// use std::time::Duration;
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), atomcache::Error> {
 /// let backend = MemoryBackend::new();
 /// let key = EntryKey::new("", "demo", "1");
-/// backend.set(&key, b"bytes", Duration::from_secs(10)).await?;
-/// assert_eq!(backend.get(&key).await?.as_deref(), Some(&b"bytes"[..]));
+/// let lease = Duration::from_secs(5);
+/// // A miss takes the lease in the same step.
+/// assert_eq!(backend.get_or_lease(&key, "token-a", lease).await?, Lookup::Leased);
+/// assert!(matches!(backend.get_or_lease(&key, "token-b", lease).await?, Lookup::Held(_)));
+/// // The holder stores while its lease is current; the next look finds the value.
+/// assert!(backend.store_leased(&key, "token-a", b"bytes", Duration::from_secs(60)).await?);
+/// assert_eq!(backend.get_or_lease(&key, "token-b", lease).await?, Lookup::Value(b"bytes".to_vec()));
+/// // An invalidation revokes a lease in flight: its store is refused.
+/// assert_eq!(backend.get_or_lease(&key, "token-c", lease).await?, Lookup::Value(b"bytes".to_vec()));
+/// backend.invalidate(&key).await?;
+/// assert_eq!(backend.get_or_lease(&key, "token-c", lease).await?, Lookup::Leased);
+/// backend.invalidate(&key).await?;
+/// assert!(!backend.store_leased(&key, "token-c", b"stale", Duration::from_secs(60)).await?);
+/// assert_eq!(backend.get(&key).await?, None);
 /// # Ok(()) }
 /// ```
 #[async_trait]
 pub trait Backend: Send + Sync + 'static {
-    /// Reads the bytes stored for the entry.
+    /// Reads the bytes stored for the entry (the hit path: one plain read).
     async fn get(&self, key: &EntryKey) -> Result<Option<Vec<u8>>, Error>;
 
-    /// Stores bytes for the entry with an expiry, unconditionally, and wakes its waiters.
-    async fn set(&self, key: &EntryKey, value: &[u8], exp: Duration) -> Result<(), Error>;
+    /// In one atomic step: the value if there is one; otherwise takes the lease with `token`
+    /// for `lease` unless another caller holds it; otherwise describes the holder. A lease
+    /// without an expiry (written by something else) is given one of `lease`, so it cannot
+    /// block anyone for longer.
+    async fn get_or_lease(&self, key: &EntryKey, token: &str, lease: Duration)
+        -> Result<Lookup, Error>;
 
-    /// Removes the entry's value.
-    async fn delete(&self, key: &EntryKey) -> Result<(), Error>;
-
-    /// The remaining lifetime of the entry's value, `None` when there is none.
-    async fn remaining_ttl(&self, key: &EntryKey) -> Result<Option<Duration>, Error>;
-
-    /// Takes the entry's lock with `token` for `ttl`, unless someone else holds it.
-    async fn try_lock(
+    /// Takes the lease whether or not a value is stored (a refresh of a value that is still
+    /// served). Same rules as [`get_or_lease`](Backend::get_or_lease) otherwise.
+    async fn try_lease(
         &self,
         key: &EntryKey,
         token: &str,
-        ttl: Duration,
-    ) -> Result<LockAttempt, Error>;
+        lease: Duration,
+    ) -> Result<LeaseAttempt, Error>;
 
-    /// In one atomic step: stores the value with its expiry, deletes the lock if it still holds
-    /// `token`, and wakes the entry's waiters. Returns whether the lock was still ours.
-    async fn store_and_unlock(
+    /// Extends the lease to `lease` from now if `token` still holds it. Returns whether it did;
+    /// `false` means the lease was revoked or lapsed, and a store with it will be refused.
+    async fn renew_lease(&self, key: &EntryKey, token: &str, lease: Duration)
+        -> Result<bool, Error>;
+
+    /// In one atomic step, only if `token` still holds the lease: stores the value with its
+    /// expiry, ends the lease, forgets any remembered failure and wakes the waiters. Returns
+    /// whether it stored; `false` (the lease was revoked by [`set`](Backend::set) /
+    /// [`invalidate`](Backend::invalidate), or lapsed) writes nothing.
+    async fn store_leased(
         &self,
         key: &EntryKey,
         token: &str,
@@ -79,14 +146,24 @@ pub trait Backend: Send + Sync + 'static {
         exp: Duration,
     ) -> Result<bool, Error>;
 
-    /// Deletes the lock if it holds `token` and wakes the waiters. Returns whether it did.
-    async fn unlock(&self, key: &EntryKey, token: &str) -> Result<bool, Error>;
+    /// Ends the lease if `token` still holds it, remembers a failure (see [`Release`]) and
+    /// wakes the waiters. Returns whether the lease was still held.
+    async fn release_lease(&self, key: &EntryKey, token: &str, why: Release)
+        -> Result<bool, Error>;
 
-    /// Extends the lock to `ttl` from now if it still holds `token`. Returns whether it did.
-    async fn extend_lock(&self, key: &EntryKey, token: &str, ttl: Duration) -> Result<bool, Error>;
+    /// Stores bytes unconditionally, revokes any lease (a fill in flight will be refused) and
+    /// wakes the waiters.
+    async fn set(&self, key: &EntryKey, value: &[u8], exp: Duration) -> Result<(), Error>;
+
+    /// Removes the value, revokes any lease (a fill in flight will be refused) and wakes the
+    /// waiters, who look again.
+    async fn invalidate(&self, key: &EntryKey) -> Result<(), Error>;
+
+    /// The remaining lifetime of the entry's value, `None` when there is none.
+    async fn remaining_ttl(&self, key: &EntryKey) -> Result<Option<Duration>, Error>;
 
     /// Starts listening for the entry's wake-ups. When this returns, every wake-up published
-    /// afterwards reaches the subscription: callers subscribe first and then look at the value.
+    /// afterwards reaches the subscription: callers subscribe first and then look.
     async fn subscribe(&self, key: &EntryKey) -> Result<Subscription, Error>;
 
     /// Stops background work and closes connections. Called by

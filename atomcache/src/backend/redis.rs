@@ -1,16 +1,20 @@
 //! The Redis backend: one RESP3 connection through the `redis` crate's reconnecting
 //! [`ConnectionManager`], shared by commands and by every waiter's subscription.
 //!
-//! - Locks: `SET lock token NX PX ttl` in a script that also answers the holder's remaining
-//!   time; release and extension compare the token in a script.
-//! - Store: one script sets the value with its expiry, deletes the lock only if it still holds
-//!   the caller's token, and `PUBLISH`es a wake-up on the entry's channel.
+//! - The hit path is one `GET`.
+//! - Every step of the lease protocol is one Lua script over the keys of one entry (value `v`,
+//!   lease `l`, failure memory `f`), which share a Cluster hash slot: the miss that takes the
+//!   lease, renewal, the store that only writes while the lease is current, the release, and
+//!   `set`/`invalidate`, which revoke a lease in flight. Each script that ends or revokes a lease
+//!   `PUBLISH`es a wake-up on the entry's channel.
 //! - Waiters: the process subscribes to an entry's channel once (confirmed by the server before
-//!   the waiter looks at the value), fans wake-ups out in-process through a [`WakeHub`], and
-//!   unsubscribes channels nobody waits on in the background. After a reconnect every waiter is
-//!   woken to look again, since wake-ups may have been lost.
-//! - Every call is bounded: by the connect timeout while (re)connecting, then by the command
-//!   timeout for the answer.
+//!   the waiter looks), fans wake-ups out in-process through a [`WakeHub`], and unsubscribes
+//!   channels nobody waits on in the background. After a reconnect every waiter is woken to look
+//!   again, since wake-ups may have been lost.
+//! - Every call is bounded (the connect timeout while reconnecting, then the command timeout),
+//!   and goes through a circuit breaker: after a few consecutive timeouts or connection errors
+//!   calls fail open at once for a cool-down, then one probe decides whether to close it. TCP
+//!   keepalive and `TCP_USER_TIMEOUT` make a half-open connection fail instead of hanging.
 //!
 //! Requires Redis 6 or newer (RESP3).
 
@@ -20,50 +24,69 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::io::tcp::{socket2::TcpKeepalive, TcpSettings};
 use redis::{IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind, Script, Value};
 
-use super::{Backend, LockAttempt, Subscription, WakeHub};
+use super::breaker::{Breaker, BreakerConfig, BreakerState};
+use super::{Backend, Holder, LeaseAttempt, Lookup, Release, Subscription, WakeHub};
 use crate::{EntryKey, Error};
 
-const TRY_LOCK: &str = r"
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return -1 end
-local ttl = redis.call('PTTL', KEYS[1])
-if ttl < 0 then return tonumber(ARGV[2]) end
-return ttl
-";
-
-const STORE_AND_UNLOCK: &str = r"
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-local owned = 0
-if redis.call('GET', KEYS[2]) == ARGV[3] then
-  redis.call('DEL', KEYS[2])
-  owned = 1
+/// KEYS: value, lease, failure memory. ARGV: token, lease ms, `1` to return a stored value.
+/// Answers `{1, value}`, `{2}` (leased) or `{3, remaining ms, holder, last failed or false}`.
+const LEASE: &str = r"
+if ARGV[3] == '1' then
+  local value = redis.call('GET', KEYS[1])
+  if value then return {1, value} end
 end
-redis.call('PUBLISH', ARGV[4], 'v')
-return owned
-";
-
-const SET_AND_WAKE: &str = r"
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-redis.call('PUBLISH', ARGV[3], 'v')
-return 1
-";
-
-const UNLOCK: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('DEL', KEYS[1])
-  redis.call('PUBLISH', ARGV[2], 'u')
-  return 1
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {2} end
+local ttl = redis.call('PTTL', KEYS[2])
+if ttl < 0 then
+  redis.call('PEXPIRE', KEYS[2], ARGV[2])
+  ttl = tonumber(ARGV[2])
 end
-return 0
+return {3, ttl, redis.call('GET', KEYS[2]), redis.call('GET', KEYS[3])}
 ";
 
-const EXTEND: &str = r"
+/// KEYS: lease. ARGV: token, lease ms.
+const RENEW: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   return 1
 end
 return 0
+";
+
+/// KEYS: value, lease, failure memory. ARGV: bytes, exp ms, token, channel.
+const STORE_LEASED: &str = r"
+if redis.call('GET', KEYS[2]) ~= ARGV[3] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('DEL', KEYS[2], KEYS[3])
+redis.call('PUBLISH', ARGV[4], 'v')
+return 1
+";
+
+/// KEYS: lease, failure memory. ARGV: token, ms to remember a failure (0: abandoned), channel.
+const RELEASE: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+if ARGV[2] ~= '0' then redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2]) end
+redis.call('PUBLISH', ARGV[3], 'u')
+return 1
+";
+
+/// KEYS: value, lease, failure memory. ARGV: bytes, exp ms, channel.
+const SET_REVOKING: &str = r"
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('DEL', KEYS[2], KEYS[3])
+redis.call('PUBLISH', ARGV[3], 'v')
+return 1
+";
+
+/// KEYS: value, lease, failure memory. ARGV: channel.
+const INVALIDATE: &str = r"
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+redis.call('PUBLISH', ARGV[1], 'i')
+return 1
 ";
 
 /// Default bound on establishing a connection.
@@ -102,15 +125,17 @@ struct Inner {
     prefix: String,
     command_timeout: Duration,
     scripts: Scripts,
+    breaker: Breaker,
     sweeper: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 struct Scripts {
-    try_lock: Script,
-    store_and_unlock: Script,
-    set_and_wake: Script,
-    unlock: Script,
-    extend: Script,
+    lease: Script,
+    renew: Script,
+    store_leased: Script,
+    release: Script,
+    set_revoking: Script,
+    invalidate: Script,
 }
 
 impl Drop for Inner {
@@ -137,14 +162,39 @@ impl std::fmt::Debug for RedisBackend {
 }
 
 /// Settings for [`RedisBackend`]; see [`RedisBackend::builder`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RedisBackendBuilder {
     url: String,
     connect_timeout: Duration,
     command_timeout: Duration,
     prefix: String,
+    breaker: BreakerConfig,
     #[cfg(feature = "tls")]
     root_certificate: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for RedisBackendBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may carry a password: show the host part only.
+        let host = self.url.rsplit('@').next().unwrap_or_default();
+        f.debug_struct("RedisBackendBuilder")
+            .field("host", &host)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("command_timeout", &self.command_timeout)
+            .field("prefix", &self.prefix)
+            .field("breaker", &self.breaker)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What `prepare` hands to `connect` / `connect_lazy`.
+struct Prepared {
+    client: redis::Client,
+    config: ConnectionManagerConfig,
+    hub: WakeHub,
+    prefix: String,
+    command_timeout: Duration,
+    breaker: BreakerConfig,
 }
 
 impl RedisBackendBuilder {
@@ -166,6 +216,24 @@ impl RedisBackendBuilder {
         self
     }
 
+    /// The circuit breaker: after `threshold` consecutive timeouts or connection errors, calls
+    /// fail open at once (no command sent, no timeout waited) for `cooldown`; then one call
+    /// probes the server and closes the breaker if it answers. Default: 3 and 1 s.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let builder = atomcache::RedisBackend::builder("redis://127.0.0.1/")
+    ///     .command_timeout(Duration::from_millis(200))
+    ///     .circuit_breaker(5, Duration::from_millis(500));
+    /// ```
+    pub fn circuit_breaker(mut self, threshold: u32, cooldown: Duration) -> Self {
+        self.breaker = BreakerConfig {
+            threshold,
+            cooldown,
+        };
+        self
+    }
+
     /// Trusts this CA certificate (PEM) for `rediss://` instead of the bundled web PKI roots,
     /// e.g. for a managed Redis with a private CA. Feature `tls` (on by default).
     ///
@@ -182,48 +250,56 @@ impl RedisBackendBuilder {
     /// Connects now; fails if the server cannot be reached within the connect timeout.
     pub async fn connect(self) -> Result<RedisBackend, Error> {
         let timeout = self.connect_timeout;
-        let (client, config, hub, prefix, command_timeout) = self.prepare()?;
-        let conn =
-            match tokio::time::timeout(timeout, client.get_connection_manager_with_config(config))
-                .await
-            {
-                Ok(conn) => conn?,
-                Err(_) => return Err(Error::Timeout(timeout)),
-            };
-        Ok(RedisBackend::assemble(conn, hub, prefix, command_timeout))
+        let p = self.prepare()?;
+        let conn = match tokio::time::timeout(
+            timeout,
+            p.client.get_connection_manager_with_config(p.config),
+        )
+        .await
+        {
+            Ok(conn) => conn?,
+            Err(_) => return Err(Error::Timeout(timeout)),
+        };
+        Ok(RedisBackend::assemble(
+            conn,
+            p.hub,
+            p.prefix,
+            p.command_timeout,
+            p.breaker,
+        ))
     }
 
     /// Returns at once and connects on first use, so a service can start while Redis is down
     /// (its calls fail open until Redis answers). Must be called inside a Tokio runtime.
     pub fn connect_lazy(self) -> Result<RedisBackend, Error> {
-        let (client, config, hub, prefix, command_timeout) = self.prepare()?;
-        let conn = ConnectionManager::new_lazy_with_config(client, config)?;
-        Ok(RedisBackend::assemble(conn, hub, prefix, command_timeout))
+        let p = self.prepare()?;
+        let conn = ConnectionManager::new_lazy_with_config(p.client, p.config)?;
+        Ok(RedisBackend::assemble(
+            conn,
+            p.hub,
+            p.prefix,
+            p.command_timeout,
+            p.breaker,
+        ))
     }
 
-    #[allow(clippy::type_complexity)]
-    fn prepare(
-        self,
-    ) -> Result<
-        (
-            redis::Client,
-            ConnectionManagerConfig,
-            WakeHub,
-            String,
-            Duration,
-        ),
-        Error,
-    > {
+    fn prepare(self) -> Result<Prepared, Error> {
         crate::key::validate_prefix(&self.prefix)?;
         for (name, value) in [
             ("connect_timeout", self.connect_timeout),
             ("command_timeout", self.command_timeout),
+            ("the circuit breaker's cooldown", self.breaker.cooldown),
         ] {
             if value.is_zero() {
                 return Err(Error::InvalidConfig(format!(
                     "{name} must be greater than zero"
                 )));
             }
+        }
+        if self.breaker.threshold == 0 {
+            return Err(Error::InvalidConfig(
+                "the circuit breaker's threshold must be at least 1".into(),
+            ));
         }
         let info = self
             .url
@@ -234,7 +310,9 @@ impl RedisBackendBuilder {
             .redis_settings()
             .clone()
             .set_protocol(ProtocolVersion::RESP3);
-        let info = info.set_redis_settings(redis_settings);
+        let info = info
+            .set_redis_settings(redis_settings)
+            .set_tcp_settings(tcp_settings(self.command_timeout));
         let client = self
             .client(info)
             .map_err(|e| Error::InvalidConfig(format!("invalid Redis URL: {e}")))?;
@@ -253,8 +331,33 @@ impl RedisBackendBuilder {
                 Ok::<(), redis::aio::SendError>(())
             })
             .set_automatic_resubscription();
-        Ok((client, config, hub, self.prefix, self.command_timeout))
+        Ok(Prepared {
+            client,
+            config,
+            hub,
+            prefix: self.prefix,
+            command_timeout: self.command_timeout,
+            breaker: self.breaker,
+        })
     }
+}
+
+/// No Nagle delay (commands are small and latency-bound); keepalive probes so an idle
+/// half-open connection is noticed; `TCP_USER_TIMEOUT` so unacknowledged writes to a vanished
+/// peer fail the connection (and the manager reconnects) instead of hanging.
+fn tcp_settings(command_timeout: Duration) -> TcpSettings {
+    let keepalive = TcpKeepalive::new()
+        .with_time(Duration::from_secs(10))
+        .with_interval(Duration::from_secs(5));
+    let settings = TcpSettings::default()
+        .set_nodelay(true)
+        .set_keepalive(keepalive);
+    #[cfg(any(target_os = "android", target_os = "fuchsia", target_os = "linux"))]
+    let settings =
+        settings.set_user_timeout((command_timeout * 4).max(Duration::from_secs(5)));
+    #[cfg(not(any(target_os = "android", target_os = "fuchsia", target_os = "linux")))]
+    let _ = command_timeout;
+    settings
 }
 
 impl RedisBackendBuilder {
@@ -318,6 +421,7 @@ impl RedisBackend {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
             prefix: "atomcache:".to_owned(),
+            breaker: BreakerConfig::default(),
             #[cfg(feature = "tls")]
             root_certificate: None,
         }
@@ -328,6 +432,7 @@ impl RedisBackend {
         hub: WakeHub,
         prefix: String,
         command_timeout: Duration,
+        breaker: BreakerConfig,
     ) -> Self {
         let inner = Arc::new(Inner {
             conn,
@@ -336,12 +441,14 @@ impl RedisBackend {
             prefix,
             command_timeout,
             scripts: Scripts {
-                try_lock: Script::new(TRY_LOCK),
-                store_and_unlock: Script::new(STORE_AND_UNLOCK),
-                set_and_wake: Script::new(SET_AND_WAKE),
-                unlock: Script::new(UNLOCK),
-                extend: Script::new(EXTEND),
+                lease: Script::new(LEASE),
+                renew: Script::new(RENEW),
+                store_leased: Script::new(STORE_LEASED),
+                release: Script::new(RELEASE),
+                set_revoking: Script::new(SET_REVOKING),
+                invalidate: Script::new(INVALIDATE),
             },
+            breaker: Breaker::new(breaker),
             sweeper: std::sync::Mutex::new(None),
         });
         let task = tokio::spawn(sweep_idle_channels(Arc::downgrade(&inner)));
@@ -354,14 +461,53 @@ impl RedisBackend {
         self.inner.hub.channels()
     }
 
+    /// The state of the circuit breaker in front of this backend's calls.
+    pub fn breaker_state(&self) -> BreakerState {
+        self.inner.breaker.state()
+    }
+
+    /// How many times the circuit breaker opened.
+    pub fn breaker_trips(&self) -> u64 {
+        self.inner.breaker.trips()
+    }
+
+    /// A command through the breaker, bounded by the command timeout.
     async fn bounded<T>(
         &self,
         fut: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, Error> {
-        match tokio::time::timeout(self.inner.command_timeout, fut).await {
-            Ok(result) => Ok(result?),
-            Err(_) => Err(Error::Timeout(self.inner.command_timeout)),
+        let timeout = self.inner.command_timeout;
+        self.inner
+            .breaker
+            .call(
+                async move {
+                    match tokio::time::timeout(timeout, fut).await {
+                        Ok(result) => Ok(result?),
+                        Err(_) => Err(Error::Timeout(timeout)),
+                    }
+                },
+                unhealthy,
+            )
+            .await
+    }
+
+    /// Runs one of the scripts over the keys of an entry.
+    async fn script<T: redis::FromRedisValue>(
+        &self,
+        script: &Script,
+        keys: &[&str],
+        args: &[&[u8]],
+    ) -> Result<T, Error> {
+        let mut conn = self.conn();
+        let mut call = script.prepare_invoke();
+        for key in keys {
+            call.key(*key);
         }
+        for arg in args {
+            call.arg(*arg);
+        }
+        self.bounded(async move { call.invoke_async::<T>(&mut conn).await })
+            .await
     }
 
     fn conn(&self) -> ConnectionManager {
@@ -389,8 +535,48 @@ async fn sweep_idle_channels(inner: Weak<Inner>) {
     }
 }
 
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+/// Errors that mean "the server is not answering" (as opposed to an answer that is an error).
+fn unhealthy(err: &Error) -> bool {
+    match err {
+        Error::Timeout(_) => true,
+        Error::Backend(err) => err.downcast_ref::<redis::RedisError>().is_none_or(|err| {
+            err.is_timeout()
+                || err.is_io_error()
+                || err.is_connection_dropped()
+                || err.is_connection_refusal()
+        }),
+        _ => false,
+    }
+}
+
+fn millis(d: Duration) -> String {
+    u64::try_from(d.as_millis())
+        .unwrap_or(u64::MAX)
+        .clamp(1, i64::MAX as u64 / 2)
+        .to_string()
+}
+
+/// Reads the answer of the `LEASE` script.
+fn parse_lease(answer: Value) -> Result<Lookup, Error> {
+    let bad = || Error::backend(format!("unexpected answer to the lease script: {answer:?}"));
+    let Value::Array(items) = &answer else {
+        return Err(bad());
+    };
+    let text = |v: &Value| match v {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    };
+    match items.as_slice() {
+        [Value::Int(1), Value::BulkString(value)] => Ok(Lookup::Value(value.clone())),
+        [Value::Int(2)] => Ok(Lookup::Leased),
+        [Value::Int(3), Value::Int(ms), holder, failed] => Ok(Lookup::Held(Holder {
+            remaining: Duration::from_millis(u64::try_from(*ms).unwrap_or(0)),
+            token: text(holder).unwrap_or_default(),
+            last_failed: text(failed),
+        })),
+        _ => Err(bad()),
+    }
 }
 
 #[async_trait]
@@ -400,27 +586,135 @@ impl Backend for RedisBackend {
         // connection attempt (no retries) within the connect timeout, then the response within
         // the command timeout — and a timer registration costs a fifth of a hit's own CPU.
         let mut conn = self.conn();
-        Ok(redis::cmd("GET")
-            .arg(key.value())
-            .query_async::<Option<Vec<u8>>>(&mut conn)
-            .await?)
+        self.inner
+            .breaker
+            .call(
+                async move {
+                    Ok(redis::cmd("GET")
+                        .arg(key.value())
+                        .query_async::<Option<Vec<u8>>>(&mut conn)
+                        .await?)
+                },
+                unhealthy,
+            )
+            .await
+    }
+
+    async fn get_or_lease(
+        &self,
+        key: &EntryKey,
+        token: &str,
+        lease: Duration,
+    ) -> Result<Lookup, Error> {
+        let (lock, failed) = (key.lock(), key.failed());
+        let answer: Value = self
+            .script(
+                &self.inner.scripts.lease,
+                &[key.value(), &lock, &failed],
+                &[token.as_bytes(), millis(lease).as_bytes(), b"1"],
+            )
+            .await?;
+        parse_lease(answer)
+    }
+
+    async fn try_lease(
+        &self,
+        key: &EntryKey,
+        token: &str,
+        lease: Duration,
+    ) -> Result<LeaseAttempt, Error> {
+        let (lock, failed) = (key.lock(), key.failed());
+        let answer: Value = self
+            .script(
+                &self.inner.scripts.lease,
+                &[key.value(), &lock, &failed],
+                &[token.as_bytes(), millis(lease).as_bytes(), b"0"],
+            )
+            .await?;
+        match parse_lease(answer)? {
+            Lookup::Leased => Ok(LeaseAttempt::Acquired),
+            Lookup::Held(holder) => Ok(LeaseAttempt::Held(holder)),
+            Lookup::Value(_) => Err(Error::backend("the lease script returned a value")),
+        }
+    }
+
+    async fn renew_lease(
+        &self,
+        key: &EntryKey,
+        token: &str,
+        lease: Duration,
+    ) -> Result<bool, Error> {
+        let renewed: i64 = self
+            .script(
+                &self.inner.scripts.renew,
+                &[&key.lock()],
+                &[token.as_bytes(), millis(lease).as_bytes()],
+            )
+            .await?;
+        Ok(renewed == 1)
+    }
+
+    async fn store_leased(
+        &self,
+        key: &EntryKey,
+        token: &str,
+        value: &[u8],
+        exp: Duration,
+    ) -> Result<bool, Error> {
+        let (lock, failed, channel) = (key.lock(), key.failed(), key.channel());
+        let stored: i64 = self
+            .script(
+                &self.inner.scripts.store_leased,
+                &[key.value(), &lock, &failed],
+                &[
+                    value,
+                    millis(exp).as_bytes(),
+                    token.as_bytes(),
+                    channel.as_bytes(),
+                ],
+            )
+            .await?;
+        Ok(stored == 1)
+    }
+
+    async fn release_lease(
+        &self,
+        key: &EntryKey,
+        token: &str,
+        why: Release,
+    ) -> Result<bool, Error> {
+        let remember = match why {
+            Release::Failed { remember } => millis(remember),
+            Release::Abandoned => "0".to_owned(),
+        };
+        let (lock, failed, channel) = (key.lock(), key.failed(), key.channel());
+        let released: i64 = self
+            .script(
+                &self.inner.scripts.release,
+                &[&lock, &failed],
+                &[token.as_bytes(), remember.as_bytes(), channel.as_bytes()],
+            )
+            .await?;
+        Ok(released == 1)
     }
 
     async fn set(&self, key: &EntryKey, value: &[u8], exp: Duration) -> Result<(), Error> {
-        let mut conn = self.conn();
-        let mut call = self.inner.scripts.set_and_wake.key(key.value());
-        call.arg(value).arg(millis(exp)).arg(key.channel());
-        self.bounded(call.invoke_async::<i64>(&mut conn))
-            .await
-            .map(drop)
+        let (lock, failed, channel) = (key.lock(), key.failed(), key.channel());
+        self.script::<i64>(
+            &self.inner.scripts.set_revoking,
+            &[key.value(), &lock, &failed],
+            &[value, millis(exp).as_bytes(), channel.as_bytes()],
+        )
+        .await
+        .map(drop)
     }
 
-    async fn delete(&self, key: &EntryKey) -> Result<(), Error> {
-        let mut conn = self.conn();
-        self.bounded(
-            redis::cmd("DEL")
-                .arg(key.value())
-                .query_async::<i64>(&mut conn),
+    async fn invalidate(&self, key: &EntryKey) -> Result<(), Error> {
+        let (lock, failed, channel) = (key.lock(), key.failed(), key.channel());
+        self.script::<i64>(
+            &self.inner.scripts.invalidate,
+            &[key.value(), &lock, &failed],
+            &[channel.as_bytes()],
         )
         .await
         .map(drop)
@@ -436,55 +730,6 @@ impl Backend for RedisBackend {
             )
             .await?;
         Ok(u64::try_from(ms).ok().map(Duration::from_millis))
-    }
-
-    async fn try_lock(
-        &self,
-        key: &EntryKey,
-        token: &str,
-        ttl: Duration,
-    ) -> Result<LockAttempt, Error> {
-        let mut conn = self.conn();
-        let mut call = self.inner.scripts.try_lock.key(key.lock());
-        call.arg(token).arg(millis(ttl));
-        let answer = self.bounded(call.invoke_async::<i64>(&mut conn)).await?;
-        Ok(match u64::try_from(answer) {
-            Ok(ms) => LockAttempt::Held {
-                remaining: Duration::from_millis(ms),
-            },
-            Err(_) => LockAttempt::Acquired,
-        })
-    }
-
-    async fn store_and_unlock(
-        &self,
-        key: &EntryKey,
-        token: &str,
-        value: &[u8],
-        exp: Duration,
-    ) -> Result<bool, Error> {
-        let mut conn = self.conn();
-        let mut call = self.inner.scripts.store_and_unlock.key(key.value());
-        call.key(key.lock())
-            .arg(value)
-            .arg(millis(exp))
-            .arg(token)
-            .arg(key.channel());
-        Ok(self.bounded(call.invoke_async::<i64>(&mut conn)).await? == 1)
-    }
-
-    async fn unlock(&self, key: &EntryKey, token: &str) -> Result<bool, Error> {
-        let mut conn = self.conn();
-        let mut call = self.inner.scripts.unlock.key(key.lock());
-        call.arg(token).arg(key.channel());
-        Ok(self.bounded(call.invoke_async::<i64>(&mut conn)).await? == 1)
-    }
-
-    async fn extend_lock(&self, key: &EntryKey, token: &str, ttl: Duration) -> Result<bool, Error> {
-        let mut conn = self.conn();
-        let mut call = self.inner.scripts.extend.key(key.lock());
-        call.arg(token).arg(millis(ttl));
-        Ok(self.bounded(call.invoke_async::<i64>(&mut conn)).await? == 1)
     }
 
     async fn subscribe(&self, key: &EntryKey) -> Result<Subscription, Error> {
