@@ -42,12 +42,16 @@ async fn main() -> Result<(), atomcache::Error> {
         .with_env_filter("atomcache=warn")
         .init();
 
-    let runtime = match std::env::var("REDIS_URL") {
-        Ok(url) => {
-            println!("backend: Redis at {url}");
+    // `REDIS_URL=` (set but empty) means "not set".
+    let redis_url = std::env::var("REDIS_URL")
+        .ok()
+        .filter(|url| !url.trim().is_empty());
+    let runtime = match redis_url {
+        Some(url) => {
+            println!("backend: Redis at {}", without_password(&url));
             Some(atomcache::init(atomcache::RedisBackend::connect(&url).await?).await?)
         }
-        Err(_) => {
+        None => {
             println!("backend: embedded memory (set REDIS_URL to use Redis)");
             None
         }
@@ -93,4 +97,12 @@ async fn main() -> Result<(), atomcache::Error> {
         runtime.shutdown().await;
     }
     Ok(())
+}
+
+/// The URL without its user and password, for the logs.
+fn without_password(url: &str) -> String {
+    match (url.split_once("://"), url.rsplit_once('@')) {
+        (Some((scheme, _)), Some((_, host))) => format!("{scheme}://{host}"),
+        _ => url.to_owned(),
+    }
 }

@@ -96,12 +96,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_env_filter("atomcache=info")
         .init();
 
-    let runtime = match std::env::var("REDIS_URL") {
-        Ok(url) => {
-            println!("[replica {}] backend: Redis at {url}", replica());
+    // `REDIS_URL=` (set but empty) means "not set".
+    let redis_url = std::env::var("REDIS_URL")
+        .ok()
+        .filter(|url| !url.trim().is_empty());
+    let runtime = match redis_url {
+        Some(url) => {
+            println!(
+                "[replica {}] backend: Redis at {}",
+                replica(),
+                without_password(&url)
+            );
             atomcache::init(atomcache::RedisBackend::connect(&url).await?).await?
         }
-        Err(_) => {
+        None => {
             println!(
                 "[replica {}] backend: embedded memory (set REDIS_URL to share one Redis)",
                 replica()
@@ -123,4 +131,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .await?;
     runtime.shutdown().await;
     Ok(())
+}
+
+/// The URL without its user and password, for the logs.
+fn without_password(url: &str) -> String {
+    match (url.split_once("://"), url.rsplit_once('@')) {
+        (Some((scheme, _)), Some((_, host))) => format!("{scheme}://{host}"),
+        _ => url.to_owned(),
+    }
 }

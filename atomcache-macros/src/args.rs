@@ -13,6 +13,7 @@ use syn::{Expr, Ident, Lit, LitStr, Token, Type};
 pub(crate) mod kw {
     syn::custom_keyword!(exp);
     syn::custom_keyword!(lock_timeout);
+    syn::custom_keyword!(max_wait);
     syn::custom_keyword!(auto_refresh);
     syn::custom_keyword!(namespace);
     syn::custom_keyword!(key);
@@ -26,6 +27,7 @@ pub(crate) mod kw {
 pub(crate) const OPTIONS: &[&str] = &[
     "exp",
     "lock_timeout",
+    "max_wait",
     "auto_refresh",
     "namespace",
     "key",
@@ -40,6 +42,7 @@ pub(crate) const OPTIONS: &[&str] = &[
 pub(crate) struct Args {
     pub exp: Option<DurationArg>,
     pub lock_timeout: Option<DurationArg>,
+    pub max_wait: Option<DurationArg>,
     /// The span of the `auto_refresh` flag.
     pub auto_refresh: Option<Span>,
     pub namespace: Option<LitStr>,
@@ -60,6 +63,9 @@ pub(crate) enum InvalidateArg {
 /// A duration, in milliseconds, with the span of the literal that gave it.
 #[derive(Clone, Copy)]
 pub(crate) struct DurationArg {
+    /// Saturated at `u64::MAX` when the literal does not fit (a number past `u64`, or one
+    /// whose milliseconds overflow), so that `validate` reports it as too large, at the
+    /// literal, together with the other errors.
     pub millis: u64,
     pub span: Span,
 }
@@ -89,6 +95,10 @@ impl Parse for Args {
                 let keyword: kw::lock_timeout = input.parse()?;
                 let value = parse_duration_value(input, "lock_timeout")?;
                 set_once(&mut args.lock_timeout, value, keyword.span, "lock_timeout")?;
+            } else if lookahead.peek(kw::max_wait) {
+                let keyword: kw::max_wait = input.parse()?;
+                let value = parse_duration_value(input, "max_wait")?;
+                set_once(&mut args.max_wait, value, keyword.span, "max_wait")?;
             } else if lookahead.peek(kw::auto_refresh) {
                 let keyword: kw::auto_refresh = input.parse()?;
                 no_value(input, "auto_refresh")?;
@@ -252,9 +262,9 @@ fn parse_duration_value(input: ParseStream<'_>, name: &str) -> syn::Result<Durat
             if !matches!(int.suffix(), "" | "u8" | "u16" | "u32" | "u64" | "usize") {
                 return Err(wrong(span));
             }
-            let secs: u64 = int.base10_parse().map_err(|_| wrong(span))?;
-            secs.checked_mul(1000)
-                .ok_or_else(|| syn::Error::new(span, format!("`{name}` is too large")))?
+            // The digits are valid (the tokenizer checked them), so a failure is an overflow.
+            let secs: u64 = int.base10_parse().unwrap_or(u64::MAX);
+            secs.saturating_mul(1000)
         }
         Lit::Str(text) => parse_humane(&text.value()).map_err(|why| {
             syn::Error::new(
@@ -269,7 +279,9 @@ fn parse_duration_value(input: ParseStream<'_>, name: &str) -> syn::Result<Durat
     Ok(DurationArg { millis, span })
 }
 
-/// Parses `"1h30m"`, `"10m"`, `"500ms"`, `"2d"`, `"1h 30m"` into milliseconds.
+/// Parses `"1h30m"`, `"10m"`, `"500ms"`, `"2d"`, `"1h 30m"` into milliseconds. Saturates at
+/// `u64::MAX` (a number past `u64`, or milliseconds that overflow): `validate` reports every
+/// duration past `MAX_LIFETIME_MS` as too large, so saturation never passes for a valid value.
 pub(crate) fn parse_humane(text: &str) -> Result<u64, String> {
     let mut total: u64 = 0;
     let mut rest = text.trim();
@@ -281,9 +293,8 @@ pub(crate) fn parse_humane(text: &str) -> Result<u64, String> {
         if digits == 0 {
             return Err(format!("expected a number at `{rest}`"));
         }
-        let number: u64 = rest[..digits]
-            .parse()
-            .map_err(|_| "number too large".to_string())?;
+        // Only ASCII digits: a failure is an overflow.
+        let number: u64 = rest[..digits].parse().unwrap_or(u64::MAX);
         rest = rest[digits..].trim_start();
         let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
         let unit = &rest[..unit_len];
@@ -296,10 +307,7 @@ pub(crate) fn parse_humane(text: &str) -> Result<u64, String> {
             "" => return Err(format!("`{number}` has no unit")),
             other => return Err(format!("unknown unit `{other}` (use ms, s, m, h or d)")),
         };
-        total = number
-            .checked_mul(per_unit)
-            .and_then(|ms| total.checked_add(ms))
-            .ok_or_else(|| "duration too large".to_string())?;
+        total = total.saturating_add(number.saturating_mul(per_unit));
         rest = rest[unit_len..].trim_start();
     }
     Ok(total)
@@ -309,7 +317,9 @@ fn unknown_option(unknown: &Ident) -> syn::Error {
     let name = unknown.to_string();
     let suggestion = match name.as_str() {
         "ttl" | "expire" | "expires" | "expiry" | "expiration" | "timeout" => Some("exp"),
-        "lock" | "lock_ttl" | "lock_timeout_secs" => Some("lock_timeout"),
+        "lock" | "lock_ttl" | "lock_timeout_secs" | "lease" => Some("lock_timeout"),
+        "wait" | "wait_timeout" | "max_wait_secs" | "max_wait_ms" | "wait_for"
+        | "max_wait_time" => Some("max_wait"),
         "refresh" | "autorefresh" => Some("auto_refresh"),
         "prefix" | "name" => Some("namespace"),
         "skip_args" | "ignore" => Some("skip"),
@@ -361,7 +371,9 @@ mod tests {
         assert!(parse_humane("m").is_err());
         assert!(parse_humane("10 minutes").is_err());
         assert!(parse_humane("1.5h").is_err());
-        assert!(parse_humane("99999999999999999999d").is_err());
+        assert_eq!(parse_humane("99999999999999999999d"), Ok(u64::MAX));
+        assert_eq!(parse_humane("213503982334601d"), Ok(u64::MAX));
+        assert_eq!(parse_humane("18446744073709551615ms 1ms"), Ok(u64::MAX));
     }
 
     #[test]
@@ -369,6 +381,7 @@ mod tests {
         let args: Args = syn::parse_quote!(
             exp = "10m",
             lock_timeout = 3,
+            max_wait = "1m30s",
             auto_refresh,
             namespace = "n",
             key = a.id,
@@ -379,6 +392,7 @@ mod tests {
         );
         assert_eq!(args.exp.map(|d| d.millis), Some(600_000));
         assert_eq!(args.lock_timeout.map(|d| d.millis), Some(3_000));
+        assert_eq!(args.max_wait.map(|d| d.millis), Some(90_000));
         assert!(args.auto_refresh.is_some() && args.cache_none.is_some());
         assert_eq!(args.namespace.map(|n| n.value()).as_deref(), Some("n"));
         assert!(args.key.is_some() && args.codec.is_some());
@@ -394,6 +408,36 @@ mod tests {
     }
 
     #[test]
+    fn durations_past_u64_saturate() {
+        let millis = |tokens: proc_macro2::TokenStream| {
+            syn::parse2::<Args>(tokens)
+                .ok()
+                .and_then(|a| a.exp)
+                .map(|d| d.millis)
+        };
+        assert_eq!(
+            millis(quote::quote!(exp = 3153600001)),
+            Some(3_153_600_001_000)
+        );
+        assert_eq!(
+            millis(quote::quote!(exp = 18446744073709551)),
+            Some(18_446_744_073_709_551_000)
+        );
+        assert_eq!(
+            millis(quote::quote!(exp = 18446744073709552)),
+            Some(u64::MAX)
+        );
+        assert_eq!(
+            millis(quote::quote!(exp = 99999999999999999999)),
+            Some(u64::MAX)
+        );
+        assert_eq!(
+            millis(quote::quote!(exp = "99999999999999999999d")),
+            Some(u64::MAX)
+        );
+    }
+
+    #[test]
     fn rejects() {
         let err = |tokens: proc_macro2::TokenStream| {
             syn::parse2::<Args>(tokens)
@@ -403,6 +447,18 @@ mod tests {
         };
         assert!(err(quote::quote!(exp = 1, exp = 2)).contains("more than once"));
         assert!(err(quote::quote!(expiry = 1)).contains("did you mean `exp`"));
+        for wait in [
+            "wait",
+            "wait_timeout",
+            "max_wait_secs",
+            "maxwait",
+            "max_wiat",
+        ] {
+            let wait = Ident::new(wait, Span::call_site());
+            assert!(err(quote::quote!(#wait = 1)).contains("did you mean `max_wait`"));
+        }
+        assert!(err(quote::quote!(max_wait = 1, max_wait = 2)).contains("more than once"));
+        assert!(err(quote::quote!(max_wait = 1.5)).contains("`max_wait = 600`"));
         assert!(err(quote::quote!(exp = 1.5)).contains("whole seconds"));
         assert!(err(quote::quote!(exp = "soon")).contains("write e.g."));
         assert!(err(quote::quote!(namespace = users)).contains("string literal"));

@@ -27,9 +27,10 @@ pub(crate) fn expand(plan: &Plan) -> TokenStream {
     };
     // A `Result` function shares its `Err` with the callers that waited on the same computation
     // when the error type allows it (`Clone + Send + Sync + 'static`), chosen by autoref
-    // specialisation on the declared return type.
+    // specialisation on the declared return type. Spanned like the call, so that an error about
+    // the stored type is reported once, at `-> X`.
     let sharing = match plan.kind {
-        Kind::Result => quote! {
+        Kind::Result => quote_spanned! {value_span=>
             {
                 #[allow(unused_imports)]
                 use ::atomcache::__private::{ShareErr as _, ShareNothing as _};

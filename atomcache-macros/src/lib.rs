@@ -26,17 +26,18 @@ mod validate;
 /// ```
 ///
 /// A call builds the cache id from the arguments, joins an identical call already in flight in
-/// this process, reads the value, and on a miss takes the distributed lock; the winner runs the
-/// body and stores its value, every other caller (in every replica) waits for it. The function
-/// keeps its signature, visibility, doc comments and other attributes. If the store fails, the
-/// body runs and its value is returned (fail-open).
+/// this process, reads the value, and on a miss takes the entry's lease; the holder runs the
+/// body and stores its value, every other caller (in every replica) waits for it, for at most
+/// `max_wait`. The function keeps its signature, visibility, doc comments and other attributes.
+/// If the store fails, the body runs and its value is returned (fail-open).
 ///
 /// # Options
 ///
 /// | option | meaning |
 /// |---|---|
 /// | `exp = 600` or `exp = "10m"` | **Required.** How long a value lives: whole seconds, or a string of `<number><unit>` with units `ms`, `s`, `m`, `h`, `d` (`"90s"`, `"1h30m"`, `"500ms"`). |
-/// | `lock_timeout = 5` or `lock_timeout = "500ms"` | The longest a computation may hold the lock; waiters take over after it. Default 5 s. Must be shorter than `exp`. |
+/// | `lock_timeout = 5` or `lock_timeout = "500ms"` | How fast a dead holder is noticed: the caller computing the value holds a lease of this length and renews it every third of it while it computes, so a computation may run longer than `lock_timeout`; if the holder dies, one waiter takes over once the lease lapses. Default 5 s. Must be shorter than `exp`. |
+/// | `max_wait = 30` or `max_wait = "2m"` | The longest a caller waits for another caller's computation (the lease holder's, in any replica) before it computes the value itself, without the cache. Default 30 s. |
 /// | `auto_refresh` | Recompute the value in the background before it expires, so readers never see a miss. Zero-argument functions only. |
 /// | `namespace = "users"` | The namespace of the entries. Default: the module path and the function's name (`my_app::api::resources`). |
 /// | `key = <expr>` | Build the id from this expression of the arguments (any `Serialize` value) instead of from the arguments. |
@@ -45,9 +46,10 @@ mod validate;
 /// | `codec = atomcache::Json` | The format of stored values. Default: `atomcache::Bincode`. |
 /// | `invalidate = "forget_user"` or `invalidate = false` | Rename the `_invalidate` companion, or declare none (needed in trait `impl`s). |
 ///
-/// Every option is checked at compile time, with an error at the offending token: a missing or
-/// zero `exp`, a `lock_timeout` not shorter than `exp` (mind the 5 s default: `exp = 5` alone
-/// is an error), unknown or repeated options, a `skip` that names no argument.
+/// Every option is checked at compile time, with an error at the offending token: a missing
+/// `exp`, a duration of zero or longer than 100 years, a `lock_timeout` not shorter than `exp`
+/// (mind the 5 s default: `exp = 5` alone is an error), unknown or repeated options, a `skip`
+/// that names no argument.
 ///
 /// # The cache id
 ///
@@ -56,6 +58,11 @@ mod validate;
 /// replica of a build, and readable in `redis-cli`. Every argument must implement
 /// `serde::Serialize` (references such as `&str`, `&[T]` and `&MyStruct` are fine), unless it
 /// is skipped.
+///
+/// JSON writes `None`, `()`, NaN and ±infinity all as `null`, so an id whose JSON holds a
+/// `null` that is not a plain `()` ends in `~` and what each `null` stands for, in order:
+/// `null~NaN`, `null~-inf`, `[3,null]~None`, `null~Some(NaN)`. Other ids are the JSON alone,
+/// and a function without arguments has the id `null`.
 ///
 /// ```ignore
 /// #[atomcache::cached(exp = 60, skip(db))]
@@ -74,7 +81,7 @@ mod validate;
 /// | returns | stored | returned without storing |
 /// |---|---|---|
 /// | `T` | every value | — |
-/// | `Result<T, E>` | `Ok(T)` | `Err(E)`; the lock is released at once so the next caller retries |
+/// | `Result<T, E>` | `Ok(T)` | `Err(E)`; the lease is released at once; callers waiting on the same computation in this process get a clone of the `Err` when `E: Clone + Send + Sync + 'static` (otherwise each runs its own attempt), waiters in other replicas run their own attempt instead of queueing |
 /// | `Option<T>` | `Some(T)` | `None` (store it too with `cache_none`) |
 ///
 /// The kind is chosen by the last segment of the return type's path, so `io::Result<T>` and
@@ -144,8 +151,8 @@ mod validate;
 /// ```
 ///
 /// The function registers itself at link time; once the backend is installed, a background
-/// task recomputes the value at `exp - lock_timeout`, under the lock, while readers keep the
-/// old one. The function must take no arguments, not be generic and not use `Self`, and its
+/// task recomputes the value at `exp - lock_timeout`, under the entry's lease, while readers
+/// keep the old one. The function must take no arguments, not be generic and not use `Self`, and its
 /// body's future must be `Send` (it runs on a background task). A refresh that returns `Err`
 /// or `None` keeps the old value.
 ///

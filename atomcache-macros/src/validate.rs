@@ -9,11 +9,15 @@ use syn::spanned::Spanned as _;
 use syn::visit::Visit;
 use syn::{FnArg, GenericParam, Ident, Pat, Receiver, ReturnType, Type};
 
-use crate::args::{Args, InvalidateArg};
+use crate::args::{Args, DurationArg, InvalidateArg};
 use crate::item::{mentions_self_type, CachedFn};
 
 /// The default `lock_timeout`, as in the Python original (and `atomcache::DEFAULT_LOCK_TIMEOUT`).
 pub(crate) const DEFAULT_LOCK_TIMEOUT_MS: u64 = 5_000;
+
+/// The longest `exp`, `lock_timeout` or `max_wait`: 100 years, as `atomcache`'s
+/// `MAX_LIFETIME` (which `Policy::new` enforces on the direct API).
+pub(crate) const MAX_LIFETIME_MS: u64 = 100 * 365 * 24 * 3600 * 1000;
 
 /// Everything `expand` needs, already checked.
 pub(crate) struct Plan {
@@ -25,6 +29,8 @@ pub(crate) struct Plan {
     pub namespace: TokenStream,
     pub exp_ms: u64,
     pub lock_timeout_ms: u64,
+    /// `None`: the runtime's default (`atomcache`'s `DEFAULT_MAX_WAIT`).
+    pub max_wait_ms: Option<u64>,
     pub codec: Option<Type>,
     pub auto_refresh: bool,
     pub kind: Kind,
@@ -130,7 +136,7 @@ pub(crate) fn validate(args: Args, func: &CachedFn) -> Result<Plan, Invalid> {
         );
     }
 
-    // --- exp and lock_timeout ----------------------------------------------------------------
+    // --- exp, lock_timeout and max_wait ------------------------------------------------------
     let exp_ms = match args.exp {
         None => {
             errors.push(
@@ -143,18 +149,29 @@ pub(crate) fn validate(args: Args, func: &CachedFn) -> Result<Plan, Invalid> {
             errors.push(exp.span, "`exp` must be longer than zero");
             None
         }
-        Some(exp) => Some(exp.millis),
+        Some(exp) => bounded(exp, "exp", &mut errors),
     };
     let lock_timeout_ms = match args.lock_timeout {
         Some(lock) if lock.millis == 0 => {
             errors.push(
                 lock.span,
-                "`lock_timeout` must be longer than zero: it bounds how long a computation holds the lock",
+                "`lock_timeout` must be longer than zero: it is the length of the lease held by the caller computing the value",
             );
             None
         }
-        Some(lock) => Some(lock.millis),
+        Some(lock) => bounded(lock, "lock_timeout", &mut errors),
         None => Some(DEFAULT_LOCK_TIMEOUT_MS),
+    };
+    let max_wait_ms = match args.max_wait {
+        Some(wait) if wait.millis == 0 => {
+            errors.push(
+                wait.span,
+                "`max_wait` must be longer than zero: it is how long a caller waits for another caller's computation before computing without the cache",
+            );
+            None
+        }
+        Some(wait) => bounded(wait, "max_wait", &mut errors),
+        None => None,
     };
     if let (Some(exp), Some(lock), Some(exp_arg)) = (exp_ms, lock_timeout_ms, args.exp) {
         if lock >= exp {
@@ -162,7 +179,7 @@ pub(crate) fn validate(args: Args, func: &CachedFn) -> Result<Plan, Invalid> {
                 Some(lock_arg) => errors.push(
                     lock_arg.span,
                     format!(
-                        "`lock_timeout` ({}) must be shorter than `exp` ({}): a computation may not hold the lock longer than its value lives",
+                        "`lock_timeout` ({}) must be shorter than `exp` ({})",
                         human(lock),
                         human(exp)
                     ),
@@ -438,6 +455,7 @@ pub(crate) fn validate(args: Args, func: &CachedFn) -> Result<Plan, Invalid> {
         namespace,
         exp_ms: exp_ms.unwrap_or_default(),
         lock_timeout_ms: lock_timeout_ms.unwrap_or_default(),
+        max_wait_ms,
         codec: args.codec,
         auto_refresh: args.auto_refresh.is_some(),
         kind,
@@ -448,6 +466,22 @@ pub(crate) fn validate(args: Args, func: &CachedFn) -> Result<Plan, Invalid> {
         id,
         companion,
     })
+}
+
+/// The duration, or `None` (and an error at its literal) when it is longer than
+/// [`MAX_LIFETIME_MS`] (saturated literals included).
+fn bounded(duration: DurationArg, name: &str, errors: &mut Errors) -> Option<u64> {
+    if duration.millis > MAX_LIFETIME_MS {
+        errors.push(
+            duration.span,
+            format!(
+                "`{name}` is too large: the longest supported is 100 years ({} s)",
+                MAX_LIFETIME_MS / 1000
+            ),
+        );
+        return None;
+    }
+    Some(duration.millis)
 }
 
 /// `Result<..>` / `Option<..>` by the last path segment, so that `io::Result<T>` and
@@ -528,6 +562,89 @@ mod tests {
         assert_eq!(human(600_000), "10m");
         assert_eq!(human(1_500), "1500ms");
         assert_eq!(human(7_200_000), "2h");
+    }
+
+    fn check(args: proc_macro2::TokenStream) -> Result<Plan, String> {
+        let args: Args = syn::parse2(args).expect("parses");
+        let func: CachedFn = syn::parse_quote!(
+            async fn f() -> u8 {
+                1
+            }
+        );
+        validate(args, &func).map_err(|invalid| {
+            invalid
+                .error
+                .into_iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+    }
+
+    #[test]
+    fn max_wait() {
+        let plan = |args| check(args).expect("valid");
+        assert_eq!(plan(quote!(exp = 60)).max_wait_ms, None);
+        assert_eq!(
+            plan(quote!(exp = 60, max_wait = "1m30s")).max_wait_ms,
+            Some(90_000)
+        );
+        // Longer than `exp` is fine: waiting and living are unrelated.
+        assert_eq!(
+            plan(quote!(exp = 60, max_wait = 3600)).max_wait_ms,
+            Some(3_600_000)
+        );
+        let zero = check(quote!(exp = 60, max_wait = 0)).err().unwrap();
+        assert!(
+            zero.starts_with("`max_wait` must be longer than zero"),
+            "{zero}"
+        );
+    }
+
+    #[test]
+    fn lifetimes_are_bounded_by_100_years() {
+        let too_large = |name: &str| {
+            format!("`{name}` is too large: the longest supported is 100 years (3153600000 s)")
+        };
+        assert_eq!(MAX_LIFETIME_MS, 3_153_600_000_000);
+        let plan = check(quote!(
+            exp = 3153600000,
+            lock_timeout = 3153599999,
+            max_wait = "36500d"
+        ))
+        .expect("100 years is accepted");
+        assert_eq!(plan.exp_ms, MAX_LIFETIME_MS);
+        assert_eq!(plan.max_wait_ms, Some(MAX_LIFETIME_MS));
+        assert_eq!(
+            check(quote!(exp = 3153600001)).err(),
+            Some(too_large("exp"))
+        );
+        assert_eq!(
+            check(quote!(exp = "36500d 1ms")).err(),
+            Some(too_large("exp"))
+        );
+        assert_eq!(
+            check(quote!(exp = 99999999999999999999)).err(),
+            Some(too_large("exp"))
+        );
+        assert_eq!(
+            check(quote!(exp = 60, max_wait = 18446744073709551615)).err(),
+            Some(too_large("max_wait"))
+        );
+        // Each too large value is reported, and not compared with the others.
+        assert_eq!(
+            check(quote!(
+                exp = 60,
+                lock_timeout = "99999999999999999999d",
+                max_wait = 3153600001
+            ))
+            .err(),
+            Some(format!(
+                "{}\n{}",
+                too_large("lock_timeout"),
+                too_large("max_wait")
+            ))
+        );
     }
 
     #[test]

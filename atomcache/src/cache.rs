@@ -16,7 +16,8 @@ use crate::{runtime, EntryKey, Error};
 
 /// Default value lifetime of a [`Cache`]: 600 s.
 pub const DEFAULT_EXP: Duration = Duration::from_secs(600);
-/// Default longest time a computation holds the lock: 5 s (as in the Python original).
+/// Default lease length (`lock_timeout`): 5 s, as in the Python original. A holder renews its
+/// lease while it computes, so this is how fast a dead holder is noticed, not a time limit.
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A namespace of cached values with one lifetime policy.

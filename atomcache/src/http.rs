@@ -33,7 +33,7 @@
 //!
 //! `no-cache` is opt-in per endpoint because any client could otherwise force recomputations of
 //! an expensive value. When it is honoured, concurrent bypassing requests for one entry are
-//! still coalesced (in the process and, through the lock, across replicas) and the fresh value
+//! still coalesced (in the process and, through the lease, across replicas) and the fresh value
 //! is stored for everyone.
 
 use std::future::Future;

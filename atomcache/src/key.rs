@@ -2,7 +2,7 @@
 //!
 //! Layout: `<prefix>{<tag>}<ns-len>:<ns>:<id-part>:<role>` where
 //! - `tag` is 16 hex digits of a stable 64-bit FNV-1a hash over namespace and id, inside braces:
-//!   a Redis Cluster hash tag, so the value, the lock and the wake-up channel of one entry share
+//!   a Redis Cluster hash tag, so the value, the lease and the wake-up channel of one entry share
 //!   one slot (it only spreads entries over slots; uniqueness comes from the rest of the key);
 //! - `ns-len` makes the split between namespace and id unambiguous, so distinct
 //!   (namespace, id) pairs never map to one key;

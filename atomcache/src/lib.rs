@@ -4,9 +4,12 @@
 //! replicas** of a horizontally scaled service, with no cache stampede.
 //!
 //! A call walks one path: build the cache id → join an identical call already in flight in
-//! this process → `GET` → on a miss take a distributed lock (random token, `SET NX PX`) → the
-//! winner computes, then in one atomic step stores the value, releases its lock and publishes a
-//! wake-up; the other callers, in every replica, wait for that push and read the value.
+//! this process → `GET` → on a miss, look and take the entry's *lease* in one atomic step → the
+//! lease holder computes while renewing its lease, then stores the value only if its lease is
+//! still current, which wakes the waiters; the other callers, in every replica, wait for that
+//! push and read the value. `invalidate` and `set` revoke a lease in flight, so a stale fill is
+//! refused; a failed computation answers its waiters at once instead of queueing them behind
+//! the next attempt; every wait is bounded (the holder's lease, `max_wait`).
 //!
 //! The cache never costs the caller its answer: if the store is down, slow, or holds bytes that
 //! do not decode, the computation runs and its value is returned (fail-open, logged through
@@ -37,8 +40,8 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Options (`exp`, `lock_timeout`, `auto_refresh`, `namespace`, `key`, `skip`, `cache_none`,
-//! `codec`, `invalidate`) are documented on [`cached`].
+//! Options (`exp`, `lock_timeout`, `max_wait`, `auto_refresh`, `namespace`, `key`, `skip`,
+//! `cache_none`, `codec`, `invalidate`) are documented on [`cached`].
 //!
 //! ## The direct API
 //!

@@ -547,7 +547,12 @@ impl Store {
         Fut: Future<Output = O>,
     {
         bump(&self.counters.backend_errors);
-        tracing::warn!(key = key.base(), step, %err, "cache backend failed; computing without the cache");
+        if matches!(err, Error::Unavailable) {
+            // The breaker logged when it opened; one line per call would flood the logs.
+            tracing::debug!(key = key.base(), step, "cache backend unavailable; computing without the cache");
+        } else {
+            tracing::warn!(key = key.base(), step, %err, "cache backend failed; computing without the cache");
+        }
         self.uncached::<C, O, F, Fut>(compute).await
     }
 

@@ -398,3 +398,79 @@ async fn a_frozen_redis_costs_each_call_at_most_one_timeout_and_caching_resumes(
     assert!(!tail.is_empty());
     assert!(tail_hits * 2 >= tail.len(), "caching resumed after the freeze");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_key_without_expiry_cannot_hang_anyone() {
+    let server = RedisServer::start();
+    let lease = Duration::from_millis(300);
+    let cache = Cache::builder("foreign-lock")
+        .lock_timeout(lease)
+        .backend(RedisBackend::connect(&server.url()).await.unwrap())
+        .build()
+        .unwrap();
+    // Something else wrote the lease key, without an expiry.
+    server
+        .set_raw(&cache.key("k").lock(), b"not-ours", None)
+        .await;
+    assert_eq!(server.pttl(&cache.key("k").lock()).await, -1);
+    let started = std::time::Instant::now();
+    let value = cache.get_or_compute("k", || async { 42u32 }).await;
+    let waited = started.elapsed();
+    eprintln!("FIGURE lease key without expiry (lease {lease:?}): answered after {waited:?}");
+    assert_eq!(value, 42);
+    assert_eq!(cache.stats().computations, 1);
+    assert!(waited < lease * 5, "waited {waited:?}");
+    assert_eq!(cache.get::<u32>("k").await.unwrap(), Some(42));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_open_connection_costs_each_call_at_most_one_timeout() {
+    let server = RedisServer::start();
+    let proxy = DelayProxy::start(server.port(), NETWORK);
+    let command_timeout = Duration::from_millis(200);
+    let backend = RedisBackend::builder(&proxy.url())
+        .command_timeout(command_timeout)
+        .connect()
+        .await
+        .unwrap();
+    let cache = Cache::builder("half-open")
+        .backend(backend)
+        .build()
+        .unwrap();
+    assert_eq!(cache.get_or_compute("k", || async { 1u32 }).await, 1);
+    // The network black-holes every byte; the connection stays open.
+    proxy.freeze();
+    let mut during = Vec::new();
+    let frozen = std::time::Instant::now();
+    while frozen.elapsed() < Duration::from_secs(3) {
+        let started = std::time::Instant::now();
+        assert_eq!(cache.get_or_compute("k", || async { 1u32 }).await, 1);
+        during.push(started.elapsed().as_secs_f64() * 1000.0);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    proxy.thaw();
+    let stats = percentiles(&during);
+    // Caching resumes once a probe gets through.
+    let resumed = std::time::Instant::now();
+    let hits_before = cache.stats().hits;
+    while cache.stats().hits == hits_before {
+        assert!(
+            resumed.elapsed() < Duration::from_secs(10),
+            "caching did not resume"
+        );
+        cache.get_or_compute("k", || async { 1u32 }).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "FIGURE half-open connection for 3 s (command timeout {} ms): {} calls, p50 {:.1} ms, p99 {:.1} ms, slowest {:.1} ms; caching resumed {:?} after the network came back",
+        command_timeout.as_millis(),
+        stats.n,
+        stats.p50,
+        stats.p99,
+        stats.max,
+        resumed.elapsed()
+    );
+    assert!(stats.max < (command_timeout * 2).as_millis() as f64 + 300.0);
+    // Most calls were failed open at once by the breaker, not after a timeout each.
+    assert!(stats.p50 < command_timeout.as_millis() as f64 / 2.0);
+}

@@ -54,7 +54,7 @@ impl Default for BreakerConfig {
     }
 }
 
-/// What a [`Breaker`] does with the next call.
+/// What the circuit breaker in front of a backend does with the next call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BreakerState {
     /// The store answers: calls go through.

@@ -10,12 +10,12 @@ pub struct Query<'a> {
     pub text: &'a str,
 }
 
-#[atomcache::cached(exp = "10m", lock_timeout = "500ms")]
+#[atomcache::cached(exp = "10m", lock_timeout = "500ms", max_wait = "1m30s")]
 pub(crate) async fn humane(x: u8) -> u8 {
     x
 }
 
-#[atomcache::cached(exp = 60, skip(pool), namespace = "search-v2")]
+#[atomcache::cached(exp = 60, skip(pool), namespace = "search-v2", max_wait = 120)]
 async fn search(pool: &Pool, query: &Query<'_>, tags: &[String]) -> Result<Vec<String>, String> {
     let _ = pool;
     if query.text.is_empty() {
