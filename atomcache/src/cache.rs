@@ -311,6 +311,8 @@ impl<C: Codec> Cache<C> {
     ///
     /// A computation of the entry already in flight (here or in another replica) loses its
     /// lease: its value is not stored, and no read that starts after `set` returns gets it.
+    /// (In another replica, a read that joins a lookup already on its way back from the store
+    /// may get that lookup's answer: a window of one round trip.)
     pub async fn set<T: Serialize + ?Sized>(&self, id: &str, value: &T) -> Result<(), Error> {
         let store = self.store();
         let bytes = encode_entry::<C, T>(value, Duration::ZERO)?;
@@ -323,7 +325,9 @@ impl<C: Codec> Cache<C> {
     ///
     /// A computation of the entry already in flight (here or in another replica) loses its
     /// lease: its value is not stored, and no read that starts after `invalidate` returns gets
-    /// it; the callers waiting for it look again.
+    /// it; the callers waiting for it look again. (In another replica, a read that joins a
+    /// lookup already on its way back from the store may get that lookup's answer: a window of
+    /// one round trip.)
     pub async fn invalidate(&self, id: &str) -> Result<(), Error> {
         let store = self.store();
         store.invalidate(&store.key(&self.namespace, id)).await

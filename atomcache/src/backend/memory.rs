@@ -1,11 +1,13 @@
-//! The embedded backend: one process, no server, the same semantics as Redis (expiry, token
-//! locks, wake-ups). It is what atomcache uses when [`init`](crate::init) was never called.
+//! The embedded backend: one process, no server, the same semantics as Redis (expiry, leases,
+//! revocation, wake-ups). It is what atomcache uses when [`init`](crate::init) was never called.
+//! Time is tokio's clock, so expiry follows a paused clock in tests (identical otherwise).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
+use tokio::time::Instant;
 
 use super::{Backend, Holder, LeaseAttempt, Lookup, Release, Subscription, WakeHub};
 use crate::{EntryKey, Error};
