@@ -313,13 +313,17 @@ impl Store {
         Fut: Future<Output = O>,
     {
         // The hit path: one GET.
+        // Bytes this caller found unusable (undecodable, or too old for a no-cache request):
+        // it replaces them under a lease, and does not decode (nor count) them again.
+        let mut rejected: Option<Vec<u8>> = None;
         match self.backend.get(key).await {
-            Ok(Some(raw)) => {
-                if let Some(out) = self.usable::<C, O>(key, &raw, fresh_since) {
+            Ok(Some(raw)) => match self.usable::<C, O>(key, &raw, fresh_since) {
+                Some(out) => {
                     bump(&self.counters.hits);
                     return (out, Some(raw), Fate::Share);
                 }
-            }
+                None => rejected = Some(raw),
+            },
             Ok(None) => {}
             Err(err) => return self.fail_open::<C, O, F, Fut>(key, "get", err, compute).await,
         }
@@ -331,9 +335,12 @@ impl Store {
         // The lease this caller waits on: if it ends in a failure, the caller computes on its
         // own rather than queueing behind the next holder.
         let mut followed: Option<String> = None;
+        // Bytes the GET found unusable are replaced: the first look asks for the lease alone.
+        let mut replace = rejected.is_some();
         loop {
+            let first_replace = std::mem::take(&mut replace);
             let holder = match self
-                .look::<C, O>(key, &token, policy, fresh_since)
+                .look::<C, O>(key, &token, policy, fresh_since, &mut rejected, first_replace)
                 .await
             {
                 Ok(Look::Hit(out, raw)) => {
@@ -393,34 +400,35 @@ impl Store {
         }
     }
 
-    /// One atomic look on a miss: the value, or the lease, or the holder. A value that does not
-    /// decode, or that is older than a no-cache request, is replaced: the caller takes the
-    /// lease even though bytes are stored.
+    /// One atomic look on a miss: the value, or the lease, or the holder. Bytes that do not
+    /// decode, or that are older than a no-cache request, are replaced: the caller takes the
+    /// lease even though bytes are stored. Bytes it already `rejected` are not decoded (nor
+    /// counted) again; with `replace`, it knows the stored bytes to be unusable and asks for
+    /// the lease alone.
     async fn look<C: Codec, O: Outcome>(
         &self,
         key: &EntryKey,
         token: &str,
         policy: Policy,
         fresh_since: Option<SystemTime>,
+        rejected: &mut Option<Vec<u8>>,
+        replace: bool,
     ) -> Result<Look<O>, Error> {
-        match self
-            .backend
-            .get_or_lease(key, token, policy.lock_timeout)
-            .await?
-        {
-            Lookup::Value(raw) => match self.usable::<C, O>(key, &raw, fresh_since) {
-                Some(out) => Ok(Look::Hit(out, raw)),
-                None => match self
-                    .backend
-                    .try_lease(key, token, policy.lock_timeout)
-                    .await?
-                {
-                    LeaseAttempt::Acquired => Ok(Look::Leased),
-                    LeaseAttempt::Held(holder) => Ok(Look::Held(holder)),
+        let lease = policy.lock_timeout;
+        if !replace {
+            match self.backend.get_or_lease(key, token, lease).await? {
+                Lookup::Leased => return Ok(Look::Leased),
+                Lookup::Held(holder) => return Ok(Look::Held(holder)),
+                Lookup::Value(raw) if rejected.as_deref() == Some(&raw[..]) => {}
+                Lookup::Value(raw) => match self.usable::<C, O>(key, &raw, fresh_since) {
+                    Some(out) => return Ok(Look::Hit(out, raw)),
+                    None => *rejected = Some(raw),
                 },
-            },
-            Lookup::Leased => Ok(Look::Leased),
-            Lookup::Held(holder) => Ok(Look::Held(holder)),
+            }
+        }
+        match self.backend.try_lease(key, token, lease).await? {
+            LeaseAttempt::Acquired => Ok(Look::Leased),
+            LeaseAttempt::Held(holder) => Ok(Look::Held(holder)),
         }
     }
 

@@ -1,6 +1,7 @@
 //! Faults on a real redis-server: killed and restarted under load, unreachable, frozen,
-//! garbage bytes at a key, and holders whose computation panics or is cancelled. The caller
-//! always gets its function's value within the configured timeouts.
+//! garbage bytes at a key, and holders whose computation panics, fails or is cancelled. The
+//! caller always gets its function's value (or its own failure) within the configured timeouts,
+//! and a failed or cancelled holder's lease is released at once, not left to lapse.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -203,8 +204,35 @@ async fn garbage_bytes_at_a_value_key_read_as_a_miss_and_are_overwritten() {
     assert_eq!(value, "fresh-other-type");
     assert_eq!(computations.load(Ordering::SeqCst), garbage.len() + 2);
     let stats = cache.stats();
-    assert_eq!(stats.decode_errors, garbage.len() as u64 + 2, "{stats:?}");
+    // At least one per call; exactly one is pinned by
+    // `a_value_that_does_not_decode_is_one_decode_error_per_call`.
+    assert!(stats.decode_errors >= garbage.len() as u64 + 2, "{stats:?}");
     assert_eq!(stats.backend_errors, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_that_does_not_decode_is_one_decode_error_per_call() {
+    let server = RedisServer::start();
+    let backend = backend_builder(&server.url()).connect().await.unwrap();
+    let cache = cache_on(
+        backend,
+        "garbage-counted",
+        Duration::from_secs(60),
+        Duration::from_secs(5),
+    );
+    server
+        .set_raw(cache.key("k").value(), b"not atomcache bytes", None)
+        .await;
+    assert_eq!(cache.get_or_compute("k", || async { 1u32 }).await, 1);
+    assert_eq!(cache.get::<u32>("k").await.unwrap(), Some(1), "overwritten");
+    // One stored value that does not decode, read by one call, is one decode error (and one
+    // warning), however many looks the call takes on its way to the lease.
+    let stats = cache.stats();
+    assert_eq!(
+        (stats.misses, stats.computations, stats.decode_errors),
+        (1, 1, 1),
+        "{stats:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -334,7 +362,7 @@ async fn a_killed_or_frozen_server_fails_open_and_recovers() {
     assert_eq!(cache.stats().hits, hits + 1);
 }
 
-/// Replica A starts computing `id` (signalling when it holds the lock); returns its task.
+/// Replica A starts computing `id` (signalling when it holds the lease); returns its task.
 async fn start_holder(
     cache: &Cache,
     id: &str,
@@ -394,12 +422,19 @@ async fn holder_that_dies(panic: bool) {
         std::future::pending().await
     })
     .await;
-    assert!(server.pttl(&lock_key).await > 0, "A holds the lock");
+    assert!(server.pttl(&lock_key).await > 0, "A holds the lease");
 
     // Replica B and more callers of A wait for it.
-    let computations = Arc::new(AtomicUsize::new(0));
+    let in_a = Arc::new(AtomicUsize::new(0));
+    let in_b = Arc::new(AtomicUsize::new(0));
     let mut waiters = Vec::new();
-    for cache in [&b, &b, &b, &a, &a] {
+    for (cache, computations) in [
+        (&b, &in_b),
+        (&b, &in_b),
+        (&b, &in_b),
+        (&a, &in_a),
+        (&a, &in_a),
+    ] {
         let (cache, computations) = (cache.clone(), computations.clone());
         waiters.push(tokio::spawn(async move {
             let started = Instant::now();
@@ -413,7 +448,16 @@ async fn holder_that_dies(panic: bool) {
             (value, started.elapsed())
         }));
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while a.stats().coalesced < 2 || b.stats().lock_waits < 1 || b.stats().coalesced < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the callers did not join: {:?} {:?}",
+            a.stats(),
+            b.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 
     if panic {
         let err = holder.await.expect_err("the holder panicked");
@@ -431,11 +475,33 @@ async fn holder_that_dies(panic: bool) {
             "a waiter was stuck for {elapsed:?}"
         );
     }
-    assert_eq!(computations.load(Ordering::SeqCst), 1, "one takeover");
-    // The dead holder's lock was released, not left to expire.
+    assert_eq!(b.stats().own_attempts, 0, "{:?}", b.stats());
+    if panic {
+        // Replica B, waiting on the failed lease, takes the next one at once and stores: one
+        // takeover.
+        assert_eq!(in_b.load(Ordering::SeqCst), 1, "one takeover in B");
+        // A panic is a failure that cannot be shared: each of A's followers runs its own
+        // attempt at once, outside the lease (not stored), instead of queueing.
+        assert_eq!(
+            in_a.load(Ordering::SeqCst),
+            2,
+            "A's followers' own attempts"
+        );
+        assert_eq!(a.stats().own_attempts, 2, "{:?}", a.stats());
+    } else {
+        // Cancelled: A's followers go round again and wait for B's takeover, or take the
+        // lease themselves; either way one computation in all.
+        assert_eq!(
+            in_a.load(Ordering::SeqCst) + in_b.load(Ordering::SeqCst),
+            1,
+            "one takeover"
+        );
+        assert_eq!(a.stats().own_attempts, 0, "{:?}", a.stats());
+    }
+    // The dead holder's lease was released, not left to lapse.
     assert!(
         died.elapsed() < LOCK_TIMEOUT,
-        "the waiters only got through after the lock expired: {:?}",
+        "the waiters only got through after the lease lapsed: {:?}",
         died.elapsed()
     );
     assert!(lock_released_within(&server, &lock_key, Duration::from_secs(1)).await);
@@ -446,12 +512,12 @@ async fn holder_that_dies(panic: bool) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_holder_whose_computation_panics_releases_its_lock() {
+async fn a_holder_whose_computation_panics_releases_its_lease() {
     holder_that_dies(true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_holder_that_is_cancelled_releases_its_lock() {
+async fn a_holder_that_is_cancelled_releases_its_lease() {
     holder_that_dies(false).await;
 }
 
@@ -494,8 +560,9 @@ async fn followers_of_a_cancelled_leader_in_one_process_are_not_stuck() {
     assert!(lock_released_within(&server, &cache.key("k").lock(), Duration::from_secs(1)).await);
 }
 
-/// Waiters of replica W wait for holder H (a token lock, 10 s); then `disrupt` runs; then H
-/// lands its value. Every waiter must answer with H's value without waiting for the lock.
+/// Waiters of replica W wait for holder H (a lease, 10 s); then `disrupt` runs; then H lands
+/// its value (its own store under the lease). Every waiter must answer with H's value without
+/// waiting for the lease to lapse.
 async fn waiters_survive(disrupt: impl std::future::Future<Output = ()>, server: &RedisServer) {
     const LOCK_TIMEOUT: Duration = Duration::from_secs(10);
     let h_backend = backend_builder(&server.url()).connect().await.unwrap();
@@ -514,9 +581,23 @@ async fn waiters_survive(disrupt: impl std::future::Future<Output = ()>, server:
     let key = h.key("k");
     use atomcache::Backend as _;
     assert_eq!(
-        h_backend.try_lock(&key, "h", LOCK_TIMEOUT).await.unwrap(),
-        atomcache::LockAttempt::Acquired
+        h_backend.try_lease(&key, "h", LOCK_TIMEOUT).await.unwrap(),
+        atomcache::LeaseAttempt::Acquired
     );
+    let bytes = {
+        let scratch = Cache::builder("scratch")
+            .backend(atomcache::MemoryBackend::new())
+            .build()
+            .unwrap();
+        scratch.set("v", &"from-holder".to_string()).await.unwrap();
+        scratch
+            .entry::<String>("v")
+            .await
+            .unwrap()
+            .unwrap()
+            .raw
+            .to_vec()
+    };
     let waiters: Vec<_> = (0..5)
         .map(|_| {
             let w = w.clone();
@@ -535,9 +616,20 @@ async fn waiters_survive(disrupt: impl std::future::Future<Output = ()>, server:
     // Give the waiter's connection time to come back (the holder's retries on its own).
     tokio::time::sleep(Duration::from_millis(800)).await;
     let deadline = Instant::now() + Duration::from_secs(5);
-    while h.set("k", &"from-holder".to_string()).await.is_err() {
-        assert!(Instant::now() < deadline, "the holder never reconnected");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    loop {
+        match h_backend
+            .store_leased(&key, "h", &bytes, Duration::from_secs(60))
+            .await
+        {
+            Ok(stored) => {
+                assert!(stored, "the holder's lease was lost");
+                break;
+            }
+            Err(_) => {
+                assert!(Instant::now() < deadline, "the holder never reconnected");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
     }
     let landed = Instant::now();
     for waiter in waiters {
@@ -550,7 +642,9 @@ async fn waiters_survive(disrupt: impl std::future::Future<Output = ()>, server:
         "the waiters were not woken when the value landed ({:?})",
         landed.elapsed()
     );
-    assert_eq!(w.stats().computations, 0, "{:?}", w.stats());
+    let stats = w.stats();
+    assert_eq!(stats.computations, 0, "{stats:?}");
+    assert_eq!((stats.own_attempts, stats.max_waits), (0, 0), "{stats:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -578,7 +672,10 @@ async fn waiters_are_not_stuck_when_redis_restarts_under_them() {
     )
     .key("k");
     use atomcache::Backend as _;
-    h_backend.try_lock(&key, "h", LOCK_TIMEOUT).await.unwrap();
+    assert_eq!(
+        h_backend.try_lease(&key, "h", LOCK_TIMEOUT).await.unwrap(),
+        atomcache::LeaseAttempt::Acquired
+    );
     let computations = Arc::new(AtomicUsize::new(0));
     let mut waiters = Vec::new();
     for _ in 0..3 {
@@ -604,7 +701,7 @@ async fn waiters_are_not_stuck_when_redis_restarts_under_them() {
         }
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    // The restarted server is empty: the holder's lock is gone with it.
+    // The restarted server is empty: the holder's lease is gone with it.
     tokio::task::block_in_place(|| server.restart());
     for waiter in waiters {
         let (v, elapsed) = waiter.await.unwrap();
@@ -620,7 +717,7 @@ async fn waiters_are_not_stuck_when_redis_restarts_under_them() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_holder_whose_computation_fails_releases_its_lock_at_once() {
+async fn a_holder_whose_computation_fails_releases_its_lease_at_once() {
     const LOCK_TIMEOUT: Duration = Duration::from_secs(4);
     let server = RedisServer::start();
     let a = cache_on(
@@ -654,12 +751,130 @@ async fn a_holder_whose_computation_fails_releases_its_lock_at_once() {
     assert_eq!(holder.await.unwrap(), Err("upstream down"));
     assert!(
         started.elapsed() < LOCK_TIMEOUT,
-        "the waiter waited for the failed holder's lock to expire ({:?})",
+        "the waiter waited for the failed holder's lease to lapse ({:?})",
         started.elapsed()
     );
+    // B waited on A's lease, then took the next one and stored its value.
+    let stats = b.stats();
+    assert_eq!(stats.lock_waits, 1, "{stats:?}");
+    assert_eq!(stats.own_attempts, 0, "{stats:?}");
     assert_eq!(
         a.get::<u32>("k").await.unwrap(),
         Some(8),
         "the Err was not cached"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_is_shared_in_process_and_not_queued_behind_in_another_replica() {
+    const LOCK_TIMEOUT: Duration = Duration::from_secs(5);
+    const CALLERS: usize = 4;
+    let server = RedisServer::start();
+    let a = cache_on(
+        backend_builder(&server.url()).connect().await.unwrap(),
+        "fails-shared",
+        Duration::from_secs(60),
+        LOCK_TIMEOUT,
+    );
+    let b = cache_on(
+        backend_builder(&server.url()).connect().await.unwrap(),
+        "fails-shared",
+        Duration::from_secs(60),
+        LOCK_TIMEOUT,
+    );
+    let in_a = Arc::new(AtomicUsize::new(0));
+    let in_b = Arc::new(AtomicUsize::new(0));
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+    let started_tx = Arc::new(std::sync::Mutex::new(Some(started_tx)));
+    // The first computation (A's holder) fails when the gate opens; every other one fails at
+    // once. Each error names the replica and the attempt.
+    let call = |cache: &Cache, computations: &Arc<AtomicUsize>, name: &'static str| {
+        let (cache, computations, gate, started_tx) = (
+            cache.clone(),
+            computations.clone(),
+            gate.clone(),
+            started_tx.clone(),
+        );
+        tokio::spawn(async move {
+            cache
+                .try_get_or_compute("k", || async move {
+                    let n = computations.fetch_add(1, Ordering::SeqCst) + 1;
+                    let first = started_tx.lock().unwrap().take();
+                    if let Some(tx) = first {
+                        let _ = tx.send(());
+                        gate.notified().await;
+                    }
+                    Err::<u32, String>(format!("{name}: attempt {n} failed"))
+                })
+                .await
+        })
+    };
+    let holder = call(&a, &in_a, "A");
+    started_rx.await.unwrap();
+    let followers_in_a: Vec<_> = (0..CALLERS).map(|_| call(&a, &in_a, "A")).collect();
+    let waiters_in_b: Vec<_> = (0..CALLERS).map(|_| call(&b, &in_b, "B")).collect();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while a.stats().coalesced < CALLERS as u64
+        || b.stats().lock_waits < 1
+        || b.stats().coalesced < CALLERS as u64 - 1
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the callers did not join: {:?} {:?}",
+            a.stats(),
+            b.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    let failed_at = Instant::now();
+    gate.notify_one();
+    let failure = Err("A: attempt 1 failed".to_string());
+    assert_eq!(holder.await.unwrap(), failure);
+    // A's followers get the holder's own Err, cloned, without computing.
+    for follower in followers_in_a {
+        assert_eq!(follower.await.unwrap(), failure);
+    }
+    assert_eq!(in_a.load(Ordering::SeqCst), 1, "A's followers computed");
+    let stats = a.stats();
+    assert_eq!(stats.shared_failures, CALLERS as u64, "{stats:?}");
+    assert_eq!(
+        (stats.computations, stats.own_attempts),
+        (1, 0),
+        "{stats:?}"
+    );
+    // B's callers do not queue behind the failed lease, and B computes at most once (its
+    // followers share its own failure).
+    let mut from_b = Vec::new();
+    for waiter in waiters_in_b {
+        from_b.push(waiter.await.unwrap());
+    }
+    assert!(
+        failed_at.elapsed() < LOCK_TIMEOUT / 2,
+        "B's callers waited for the failed lease to lapse ({:?})",
+        failed_at.elapsed()
+    );
+    assert!(
+        in_b.load(Ordering::SeqCst) <= 1,
+        "B computed more than once"
+    );
+    assert!(
+        from_b
+            .iter()
+            .all(|r| *r == Err("B: attempt 1 failed".to_string())),
+        "{from_b:?}"
+    );
+    assert_eq!(
+        b.stats().shared_failures,
+        CALLERS as u64 - 1,
+        "{:?}",
+        b.stats()
+    );
+    // Nothing was stored; no lease is left behind, and the failure is remembered briefly.
+    let key = a.key("k");
+    assert_eq!(server.get_raw(key.value()).await, None);
+    assert_eq!(server.pttl(&key.lock()).await, -2);
+    assert!(server.pttl(&key.failed()).await > 0);
+    assert_eq!(a.get::<u32>("k").await.unwrap(), None);
 }

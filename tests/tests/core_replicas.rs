@@ -1,12 +1,13 @@
 //! Several replicas on one real redis-server: one computation per cold key across all of them,
-//! in one process (separate connections) and in separate OS processes; a dead holder is taken
-//! over by exactly one waiter once its lock expired.
+//! in one process (separate connections) and in separate OS processes; a live holder renews its
+//! lease through a computation longer than `lock_timeout` and is not duplicated; a dead holder
+//! is taken over by exactly one waiter once its lease lapsed.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use atomcache::{Backend, Cache, LockAttempt, RedisBackend};
+use atomcache::{Backend, Cache, Lookup, RedisBackend, Runtime};
 use atomcache_tests::{percentiles, unix_ms, RedisServer, ReplicaArgs, ReplicaProcess};
 
 const REPLICA_EXE: &str = env!("CARGO_BIN_EXE_replica");
@@ -113,6 +114,21 @@ async fn separate_processes_compute_a_cold_key_once() {
         .expect("one process computed");
     let expected = format!("computed-by-pid-{}", holder.pid);
     for report in &reports {
+        // Every caller answered from the one computation: none gave up waiting, none computed
+        // outside the lease, no lease was lost.
+        for field in [
+            "own_attempts=0",
+            "max_waits=0",
+            "leases_lost=0",
+            "backend_errors=0",
+        ] {
+            assert!(
+                report.done.split_whitespace().any(|f| f == field),
+                "pid {}: {}",
+                report.pid,
+                report.done
+            );
+        }
         assert_eq!(report.calls.len(), CALLERS, "pid {}", report.pid);
         for call in &report.calls {
             assert_eq!(call.value, expected, "pid {} ({})", report.pid, report.done);
@@ -242,49 +258,63 @@ async fn a_killed_holder_process_is_taken_over_by_exactly_one_waiter() {
         .lock();
     assert!(
         server.pttl(&lock_key).await > 0,
-        "the holder process holds the lock"
+        "the holder process holds the lease"
     );
 
     let (calls, computed_at) =
         takeover_waiters(&server.url(), &args.ns, &args.id, LOCK_TIMEOUT, 3, 10).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    // Crash the holder: SIGKILL, no destructor, its lock stays until it expires.
+    // Alive, the holder renews its lease (every third of it) for as long as it computes: twice
+    // the lease length later, nobody has taken over.
+    tokio::time::sleep(LOCK_TIMEOUT * 2).await;
+    let pttl = server.pttl(&lock_key).await;
+    assert!(
+        pttl > 0 && pttl <= LOCK_TIMEOUT.as_millis() as i64,
+        "the live holder's lease was not renewed ({pttl})"
+    );
+    assert!(
+        computed_at.lock().unwrap().is_empty(),
+        "a waiter took over from a live holder"
+    );
+    // Crash the holder: SIGKILL, no destructor, its lease stays until it lapses.
     holder.kill().await;
     let killed_at = Instant::now();
     let pttl = server.pttl(&lock_key).await;
-    assert!(pttl > 0, "the dead holder's lock is still there ({pttl})");
+    assert!(pttl > 0, "the dead holder's lease is still there ({pttl})");
     let expires_at = killed_at + Duration::from_millis(pttl as u64);
 
     for call in calls {
-        let (value, elapsed) = call.await.expect("waiter task");
+        let (value, _) = call.await.expect("waiter task");
         assert_eq!(value, "taken-over");
-        assert!(
-            elapsed < LOCK_TIMEOUT + Duration::from_secs(2),
-            "a waiter was stuck for {elapsed:?}"
-        );
     }
+    assert!(
+        killed_at.elapsed() < LOCK_TIMEOUT + Duration::from_secs(2),
+        "the waiters were stuck for {:?} after the holder died",
+        killed_at.elapsed()
+    );
     let computed_at = computed_at.lock().unwrap().clone();
     assert_eq!(computed_at.len(), 1, "exactly one waiter takes over");
     assert!(
         computed_at[0] + Duration::from_millis(50) >= expires_at,
-        "the takeover came {:?} before the lock expired",
+        "the takeover came {:?} before the lease lapsed",
         expires_at - computed_at[0]
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_abandoned_lock_is_taken_over_by_exactly_one_waiter() {
+async fn a_silent_lease_is_taken_over_by_exactly_one_waiter() {
     const LOCK_TIMEOUT: Duration = Duration::from_millis(1000);
     let server = RedisServer::start();
     let abandoner = RedisBackend::connect(&server.url()).await.unwrap();
     let probe = replica_cache(&server.url(), "abandoned", LOCK_TIMEOUT).await;
     let key = probe.key("cold");
+    // A holder that dies at once: it takes the lease on the miss and never renews, stores or
+    // releases it.
     assert_eq!(
         abandoner
-            .try_lock(&key, "holder-that-dies", LOCK_TIMEOUT)
+            .get_or_lease(&key, "holder-that-dies", LOCK_TIMEOUT)
             .await
             .unwrap(),
-        LockAttempt::Acquired
+        Lookup::Leased
     );
     let locked_at = Instant::now();
     drop(abandoner);
@@ -303,10 +333,103 @@ async fn an_abandoned_lock_is_taken_over_by_exactly_one_waiter() {
     assert_eq!(computed_at.len(), 1, "exactly one waiter takes over");
     assert!(
         computed_at[0] >= locked_at + LOCK_TIMEOUT - Duration::from_millis(50),
-        "the takeover came before the abandoned lock expired"
+        "the takeover came before the silent lease lapsed"
     );
     assert_eq!(
         probe.get::<String>("cold").await.unwrap().as_deref(),
         Some("taken-over")
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_computation_three_times_the_lease_is_not_duplicated_across_replicas() {
+    const LOCK_TIMEOUT: Duration = Duration::from_millis(400);
+    const COMPUTE: Duration = Duration::from_millis(1200);
+    const CALLERS: usize = 8;
+    let server = RedisServer::start();
+    // Two replicas on their own connections: a cache with its own backend, and a detached
+    // runtime's cache.
+    let a = replica_cache(&server.url(), "long", LOCK_TIMEOUT).await;
+    let runtime = Runtime::detached(RedisBackend::connect(&server.url()).await.unwrap()).unwrap();
+    let b = runtime
+        .cache("long")
+        .exp(Duration::from_secs(60))
+        .lock_timeout(LOCK_TIMEOUT)
+        .build()
+        .unwrap();
+    let key = a.key("k");
+    let computations = Arc::new(AtomicUsize::new(0));
+    let barrier = Arc::new(tokio::sync::Barrier::new(2 * CALLERS));
+    let mut calls = Vec::new();
+    for cache in [&a, &b] {
+        for _ in 0..CALLERS {
+            let (cache, computations, barrier) =
+                (cache.clone(), computations.clone(), barrier.clone());
+            calls.push(tokio::spawn(async move {
+                barrier.wait().await;
+                let started = Instant::now();
+                let v = cache
+                    .get_or_compute("k", || async move {
+                        let n = computations.fetch_add(1, Ordering::SeqCst) + 1;
+                        tokio::time::sleep(COMPUTE).await;
+                        format!("value-{n}")
+                    })
+                    .await;
+                (v, started.elapsed())
+            }));
+        }
+    }
+    // Past the first lease length the holder still holds its lease, renewed.
+    let mut holder_token = None;
+    for _ in 0..4 {
+        tokio::time::sleep(LOCK_TIMEOUT / 2).await;
+        let token = server.get_raw(&key.lock()).await.expect("the lease lapsed");
+        let pttl = server.pttl(&key.lock()).await;
+        assert!(
+            pttl > 0 && pttl <= LOCK_TIMEOUT.as_millis() as i64,
+            "lease pttl {pttl}"
+        );
+        assert_eq!(
+            *holder_token.get_or_insert_with(|| token.clone()),
+            token,
+            "the lease changed hands"
+        );
+    }
+    for call in calls {
+        let (v, elapsed) = call.await.unwrap();
+        assert_eq!(v, "value-1");
+        assert!(
+            elapsed < COMPUTE + Duration::from_secs(1),
+            "a caller took {elapsed:?}"
+        );
+    }
+    assert_eq!(computations.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        server.pttl(&key.lock()).await,
+        -2,
+        "the store ended the lease"
+    );
+    // Nobody computes again, later either.
+    tokio::time::sleep(LOCK_TIMEOUT).await;
+    for cache in [&a, &b] {
+        let v = cache
+            .get_or_compute("k", || async { "again".to_string() })
+            .await;
+        assert_eq!(v, "value-1");
+    }
+    assert_eq!(computations.load(Ordering::SeqCst), 1);
+    let stats = [a.stats(), b.stats()];
+    assert_eq!(
+        stats.iter().map(|s| s.computations).sum::<u64>(),
+        1,
+        "{stats:?}"
+    );
+    for s in &stats {
+        assert_eq!(
+            (s.own_attempts, s.max_waits, s.leases_lost, s.backend_errors),
+            (0, 0, 0, 0),
+            "{s:?}"
+        );
+    }
+    runtime.shutdown().await;
 }

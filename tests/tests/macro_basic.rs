@@ -344,3 +344,64 @@ async fn unit_functions_run_once() {
     warm_up().await;
     assert_eq!(UNIT_CALLS.load(SeqCst), 1);
 }
+
+static SHARED_ERR_CALLS: AtomicUsize = AtomicUsize::new(0);
+
+/// An error type that is `Clone + Send + Sync + 'static`: shared with the callers that waited.
+#[cached(exp = 60)]
+async fn upstream_down(x: u32) -> Result<u32, String> {
+    let n = SHARED_ERR_CALLS.fetch_add(1, SeqCst) + 1;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    Err(format!("attempt {n} for {x} failed"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_callers_of_a_failing_function_share_its_err() {
+    let calls: Vec<_> = (0..16).map(|_| tokio::spawn(upstream_down(1))).collect();
+    for call in futures::future::join_all(calls).await {
+        assert_eq!(call.unwrap(), Err("attempt 1 for 1 failed".to_string()));
+    }
+    assert_eq!(SHARED_ERR_CALLS.load(SeqCst), 1, "the Err was not shared");
+    // Not cached: the next call computes again.
+    assert_eq!(
+        upstream_down(1).await,
+        Err("attempt 2 for 1 failed".to_string())
+    );
+}
+
+static OPAQUE_CALLS: AtomicUsize = AtomicUsize::new(0);
+
+/// Not `Clone`: cannot be shared.
+#[derive(Debug, PartialEq)]
+struct Opaque(usize);
+
+#[cached(exp = 60)]
+async fn opaque_failure(x: u32) -> Result<u32, Opaque> {
+    let n = OPAQUE_CALLS.fetch_add(1, SeqCst) + 1;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let _ = x;
+    Err(Opaque(n))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failure_that_cannot_be_shared_is_retried_by_each_follower_at_once() {
+    const CALLERS: usize = 16;
+    let started = std::time::Instant::now();
+    let calls: Vec<_> = (0..CALLERS)
+        .map(|_| tokio::spawn(opaque_failure(1)))
+        .collect();
+    let mut attempts: Vec<usize> = futures::future::join_all(calls)
+        .await
+        .into_iter()
+        .map(|call| call.unwrap().unwrap_err().0)
+        .collect();
+    attempts.sort_unstable();
+    // The leader's failure, then every follower's own attempt: each caller gets its own Err.
+    assert_eq!(attempts, (1..=CALLERS).collect::<Vec<_>>());
+    // The followers' attempts ran concurrently, not one after another.
+    assert!(
+        started.elapsed() < Duration::from_millis(200 * 4),
+        "the followers queued: {:?}",
+        started.elapsed()
+    );
+}

@@ -11,7 +11,8 @@
 //! - runs `--callers` concurrent `get_or_compute` calls of one key; a computation prints
 //!   `COMPUTING <unix_ms>` when it starts, then sleeps `--compute-ms`;
 //! - prints `CALL <elapsed_ms> <finished_unix_ms> <value>` per call, then
-//!   `DONE computations=<n> hits=<h> coalesced=<c> lock_waits=<w> backend_errors=<e>`.
+//!   `DONE computations=<n> hits=<h> coalesced=<c> lock_waits=<w> backend_errors=<e>
+//!   own_attempts=<o> max_waits=<m> leases_lost=<l>`.
 
 use std::io::{BufRead, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -121,11 +122,15 @@ async fn main() {
     }
     let stats = cache.stats();
     say(&format!(
-        "DONE computations={} hits={} coalesced={} lock_waits={} backend_errors={}",
+        "DONE computations={} hits={} coalesced={} lock_waits={} backend_errors={} \
+         own_attempts={} max_waits={} leases_lost={}",
         computations.load(Ordering::SeqCst),
         stats.hits,
         stats.coalesced,
         stats.lock_waits,
-        stats.backend_errors
+        stats.backend_errors,
+        stats.own_attempts,
+        stats.max_waits,
+        stats.leases_lost
     ));
 }
