@@ -18,9 +18,6 @@
 //! The whole state is one atomic word, so a call on a closed breaker costs two atomic loads and
 //! no lock, allocation, clock read or timer.
 
-// Wired into the Redis backend by the lead.
-
-
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -491,6 +491,26 @@ impl RedisBackend {
             .await
     }
 
+    /// The `LEASE` script: the value first when `with_value`, then the lease or its holder.
+    async fn lease(
+        &self,
+        key: &EntryKey,
+        token: &str,
+        lease: Duration,
+        with_value: bool,
+    ) -> Result<Lookup, Error> {
+        let (lock, failed) = (key.lock(), key.failed());
+        let flag: &[u8] = if with_value { b"1" } else { b"0" };
+        let answer: Value = self
+            .script(
+                &self.inner.scripts.lease,
+                &[key.value(), &lock, &failed],
+                &[token.as_bytes(), millis(lease).as_bytes(), flag],
+            )
+            .await?;
+        parse_lease(answer)
+    }
+
     /// Runs one of the scripts over the keys of an entry.
     async fn script<T: redis::FromRedisValue>(
         &self,
@@ -606,15 +626,7 @@ impl Backend for RedisBackend {
         token: &str,
         lease: Duration,
     ) -> Result<Lookup, Error> {
-        let (lock, failed) = (key.lock(), key.failed());
-        let answer: Value = self
-            .script(
-                &self.inner.scripts.lease,
-                &[key.value(), &lock, &failed],
-                &[token.as_bytes(), millis(lease).as_bytes(), b"1"],
-            )
-            .await?;
-        parse_lease(answer)
+        self.lease(key, token, lease, true).await
     }
 
     async fn try_lease(
@@ -623,15 +635,7 @@ impl Backend for RedisBackend {
         token: &str,
         lease: Duration,
     ) -> Result<LeaseAttempt, Error> {
-        let (lock, failed) = (key.lock(), key.failed());
-        let answer: Value = self
-            .script(
-                &self.inner.scripts.lease,
-                &[key.value(), &lock, &failed],
-                &[token.as_bytes(), millis(lease).as_bytes(), b"0"],
-            )
-            .await?;
-        match parse_lease(answer)? {
+        match self.lease(key, token, lease, false).await? {
             Lookup::Leased => Ok(LeaseAttempt::Acquired),
             Lookup::Held(holder) => Ok(LeaseAttempt::Held(holder)),
             Lookup::Value(_) => Err(Error::backend("the lease script returned a value")),
