@@ -248,12 +248,20 @@ impl Store {
             None => Cow::Borrowed(key.base()),
             Some(_) => Cow::Owned(format!("{}!fresh", key.base())),
         };
+        // Followers are bounded by `max_wait` too: their leader may be the lease holder, whose
+        // computation can outlive it.
+        let deadline = Instant::now() + policy.max_wait;
         loop {
             let guard = match self.flights.join(&flight_key) {
                 Joined::Leader(guard) => guard,
                 Joined::Follower(rx) => {
                     bump(&self.counters.coalesced);
-                    match flight::wait(rx).await {
+                    let Ok(landing) = tokio::time::timeout_at(deadline, flight::wait(rx)).await
+                    else {
+                        self.gave_up(key, policy);
+                        return self.own_attempt::<C, O, F, Fut>(compute).await;
+                    };
+                    match landing {
                         Some(Landing::Value(bytes)) => {
                             if let Some((_, value)) = self.decode_or_miss::<C, O::Value>(key, &bytes)
                             {
@@ -385,12 +393,7 @@ impl Store {
             };
             let now = Instant::now();
             if now >= deadline {
-                bump(&self.counters.max_waits);
-                tracing::warn!(
-                    key = key.base(),
-                    max_wait = ?policy.max_wait,
-                    "waited max_wait for another caller's computation; computing without the cache"
-                );
+                self.gave_up(key, policy);
                 return self.own_attempt_answer::<C, O, F, Fut>(compute).await;
             }
             let bound = (holder.remaining + WAIT_MARGIN).min(deadline - now);
@@ -540,6 +543,16 @@ impl Store {
                 (out, Some(bytes), Fate::Share)
             }
         }
+    }
+
+    /// A caller waited `max_wait` for another caller's computation.
+    fn gave_up(&self, key: &EntryKey, policy: Policy) {
+        bump(&self.counters.max_waits);
+        tracing::warn!(
+            key = key.base(),
+            max_wait = ?policy.max_wait,
+            "waited max_wait for another caller's computation; computing without the cache"
+        );
     }
 
     /// The store failed: run the computation anyway and do not touch the store again.
