@@ -22,6 +22,7 @@ pub mod proxy;
 pub use proxy::DelayProxy;
 pub mod scripted;
 pub use scripted::{CallResult, Computation, ScriptedOptions, ScriptedReplica};
+pub mod support;
 
 /// The message of the panic when `redis-server` cannot be found.
 pub const MISSING_REDIS: &str = "redis-server not found: install it with `apt-get install redis-server` (Debian/Ubuntu) or `brew install redis`";
@@ -712,21 +713,9 @@ impl ReplicaProcess {
     pub async fn expect_line(&mut self, prefix: &str, timeout: Duration) -> String {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let line = tokio::time::timeout_at(deadline, self.lines.next_line())
-                .await
-                .unwrap_or_else(|_| {
-                    panic!(
-                        "replica {} did not print {prefix:?} within {timeout:?}",
-                        self.report.pid
-                    )
-                })
-                .expect("read replica stdout")
-                .unwrap_or_else(|| {
-                    panic!(
-                        "replica {} exited before printing {prefix:?}",
-                        self.report.pid
-                    )
-                });
+            let lines = &mut self.lines;
+            let next = async move { lines.next_line().await.expect("read replica stdout") };
+            let line = replica_line(self.report.pid, prefix, timeout, deadline, next).await;
             self.record(&line);
             if line.starts_with(prefix) {
                 return line;
@@ -794,6 +783,22 @@ impl ReplicaProcess {
     pub async fn kill(&mut self) {
         self.child.kill().await.expect("kill replica");
     }
+}
+
+/// The next line of the replica process `pid`, read by `next` before `deadline`. Panics if the
+/// process prints no line by then or exits first, naming what the caller waits for: a line
+/// starting with `prefix`, within `timeout`. Shared by the drivers of both replica binaries.
+async fn replica_line(
+    pid: u32,
+    prefix: &str,
+    timeout: Duration,
+    deadline: tokio::time::Instant,
+    next: impl Future<Output = Option<String>>,
+) -> String {
+    tokio::time::timeout_at(deadline, next)
+        .await
+        .unwrap_or_else(|_| panic!("replica {pid} did not print {prefix:?} within {timeout:?}"))
+        .unwrap_or_else(|| panic!("replica {pid} exited before printing {prefix:?}"))
 }
 
 /// A minimal `tracing` subscriber that records events (level and rendered fields), to check

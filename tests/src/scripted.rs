@@ -212,7 +212,11 @@ impl ScriptedReplica {
             .await
             .expect("replica did not exit after BYE")
             .expect("wait for replica");
-        assert!(status.success(), "replica {} exited with {status}", self.pid);
+        assert!(
+            status.success(),
+            "replica {} exited with {status}",
+            self.pid
+        );
         (
             std::mem::take(&mut self.results),
             std::mem::take(&mut self.computations),
@@ -228,17 +232,8 @@ impl ScriptedReplica {
     pub async fn expect_line(&mut self, prefix: &str, timeout: Duration) -> String {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let line = tokio::time::timeout_at(deadline, self.lines.recv())
-                .await
-                .unwrap_or_else(|_| {
-                    panic!(
-                        "replica {} did not print {prefix:?} within {timeout:?}",
-                        self.pid
-                    )
-                })
-                .unwrap_or_else(|| {
-                    panic!("replica {} exited before printing {prefix:?}", self.pid)
-                });
+            let next = self.lines.recv();
+            let line = crate::replica_line(self.pid, prefix, timeout, deadline, next).await;
             self.record(&line);
             if line.starts_with(prefix) {
                 return line;

@@ -7,7 +7,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use atomcache::{Cache, Json, RedisBackend};
+use atomcache::{Backend, Cache, Json, RedisBackend};
+use atomcache_tests::support::{
+    a_failure_is_shared_and_not_queued, assert_all_answer, assert_holds, assert_waited_once,
+    cache_on, counted_calls, encoded, hold_lease, start_holder, until_within,
+};
 use atomcache_tests::{dead_url, RedisServer};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(300);
@@ -19,13 +23,13 @@ fn backend_builder(url: &str) -> atomcache::RedisBackendBuilder {
         .command_timeout(COMMAND_TIMEOUT)
 }
 
-fn cache_on(backend: RedisBackend, ns: &str, exp: Duration, lock_timeout: Duration) -> Cache {
-    Cache::builder(ns)
-        .exp(exp)
-        .lock_timeout(lock_timeout)
-        .backend(backend)
-        .build()
-        .expect("cache settings")
+/// A replica: its own connection to `server`.
+async fn replica(server: &RedisServer, ns: &str, lock_timeout: Duration) -> Cache {
+    cache_on(
+        backend_builder(&server.url()).connect().await.unwrap(),
+        ns,
+        lock_timeout,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -40,7 +44,7 @@ async fn redis_killed_and_restarted_under_load_no_call_fails_and_caching_resumes
 
     let mut server = RedisServer::start();
     let backend = backend_builder(&server.url()).connect().await.unwrap();
-    let cache = cache_on(backend, "under-load", Duration::from_secs(60), LOCK_TIMEOUT);
+    let cache = cache_on(backend, "under-load", LOCK_TIMEOUT);
     let computations = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(AtomicBool::new(false));
 
@@ -122,12 +126,7 @@ async fn redis_killed_and_restarted_under_load_no_call_fails_and_caching_resumes
 async fn garbage_bytes_at_a_value_key_read_as_a_miss_and_are_overwritten() {
     let server = RedisServer::start();
     let backend = backend_builder(&server.url()).connect().await.unwrap();
-    let cache = cache_on(
-        backend.clone(),
-        "garbage",
-        Duration::from_secs(60),
-        Duration::from_secs(5),
-    );
+    let cache = cache_on(backend.clone(), "garbage", Duration::from_secs(5));
     let json = Cache::builder("garbage")
         .backend(backend)
         .codec::<Json>()
@@ -214,12 +213,7 @@ async fn garbage_bytes_at_a_value_key_read_as_a_miss_and_are_overwritten() {
 async fn a_value_that_does_not_decode_is_one_decode_error_per_call() {
     let server = RedisServer::start();
     let backend = backend_builder(&server.url()).connect().await.unwrap();
-    let cache = cache_on(
-        backend,
-        "garbage-counted",
-        Duration::from_secs(60),
-        Duration::from_secs(5),
-    );
+    let cache = cache_on(backend, "garbage-counted", Duration::from_secs(5));
     server
         .set_raw(cache.key("k").value(), b"not atomcache bytes", None)
         .await;
@@ -248,12 +242,7 @@ async fn unreachable_redis_fails_open_within_the_timeouts() {
 
     // connect_lazy() starts anyway; every call fails open.
     let backend = backend_builder(&url).connect_lazy().unwrap();
-    let cache = cache_on(
-        backend,
-        "unreachable",
-        Duration::from_secs(60),
-        Duration::from_secs(5),
-    );
+    let cache = cache_on(backend, "unreachable", Duration::from_secs(5));
     let computations = Arc::new(AtomicUsize::new(0));
     for round in 0..3 {
         let computations2 = computations.clone();
@@ -310,12 +299,7 @@ async fn a_killed_or_frozen_server_fails_open_and_recovers() {
     let bound = CONNECT_TIMEOUT + COMMAND_TIMEOUT * 4 + Duration::from_secs(2);
     let mut server = RedisServer::start();
     let backend = backend_builder(&server.url()).connect().await.unwrap();
-    let cache = cache_on(
-        backend,
-        "killed",
-        Duration::from_secs(60),
-        Duration::from_secs(5),
-    );
+    let cache = cache_on(backend, "killed", Duration::from_secs(5));
     assert_eq!(cache.get_or_compute("k", || async { 1u32 }).await, 1);
     assert_eq!(
         cache.get_or_compute("k", || async { 2u32 }).await,
@@ -362,29 +346,6 @@ async fn a_killed_or_frozen_server_fails_open_and_recovers() {
     assert_eq!(cache.stats().hits, hits + 1);
 }
 
-/// Replica A starts computing `id` (signalling when it holds the lease); returns its task.
-async fn start_holder(
-    cache: &Cache,
-    id: &str,
-    body: impl std::future::Future<Output = String> + Send + 'static,
-) -> tokio::task::JoinHandle<String> {
-    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
-    let (cache, id) = (cache.clone(), id.to_owned());
-    let task = tokio::spawn(async move {
-        cache
-            .get_or_compute(&id, || async move {
-                let _ = started_tx.send(());
-                body.await
-            })
-            .await
-    });
-    tokio::time::timeout(Duration::from_secs(5), started_rx)
-        .await
-        .expect("the holder never started computing")
-        .expect("the holder task died before computing");
-    task
-}
-
 async fn lock_released_within(server: &RedisServer, lock_key: &str, within: Duration) -> bool {
     let deadline = Instant::now() + within;
     while Instant::now() < deadline {
@@ -400,21 +361,11 @@ async fn holder_that_dies(panic: bool) {
     const LOCK_TIMEOUT: Duration = Duration::from_secs(4);
     let server = RedisServer::start();
     let ns = if panic { "panics" } else { "cancelled" };
-    let a = cache_on(
-        backend_builder(&server.url()).connect().await.unwrap(),
-        ns,
-        Duration::from_secs(60),
-        LOCK_TIMEOUT,
-    );
-    let b = cache_on(
-        backend_builder(&server.url()).connect().await.unwrap(),
-        ns,
-        Duration::from_secs(60),
-        LOCK_TIMEOUT,
-    );
+    let a = replica(&server, ns, LOCK_TIMEOUT).await;
+    let b = replica(&server, ns, LOCK_TIMEOUT).await;
     let lock_key = a.key("k").lock();
 
-    let holder = start_holder(&a, "k", async move {
+    let holder = start_holder::<String>(&a, "k", async move {
         if panic {
             tokio::time::sleep(Duration::from_millis(300)).await;
             panic!("the computation blew up");
@@ -427,37 +378,19 @@ async fn holder_that_dies(panic: bool) {
     // Replica B and more callers of A wait for it.
     let in_a = Arc::new(AtomicUsize::new(0));
     let in_b = Arc::new(AtomicUsize::new(0));
-    let mut waiters = Vec::new();
-    for (cache, computations) in [
+    let callers = [
         (&b, &in_b),
         (&b, &in_b),
         (&b, &in_b),
         (&a, &in_a),
         (&a, &in_a),
-    ] {
-        let (cache, computations) = (cache.clone(), computations.clone());
-        waiters.push(tokio::spawn(async move {
-            let started = Instant::now();
-            let value = cache
-                .get_or_compute("k", || async move {
-                    computations.fetch_add(1, Ordering::SeqCst);
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    "after-the-holder".to_string()
-                })
-                .await;
-            (value, started.elapsed())
-        }));
-    }
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while a.stats().coalesced < 2 || b.stats().lock_waits < 1 || b.stats().coalesced < 2 {
-        assert!(
-            Instant::now() < deadline,
-            "the callers did not join: {:?} {:?}",
-            a.stats(),
-            b.stats()
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    ];
+    let value = "after-the-holder".to_string();
+    let waiters = counted_calls(&callers, "k", Duration::from_millis(50), value);
+    until_within("the callers to join", Duration::from_secs(2), || {
+        a.stats().coalesced >= 2 && b.stats().lock_waits >= 1 && b.stats().coalesced >= 2
+    })
+    .await;
 
     if panic {
         let err = holder.await.expect_err("the holder panicked");
@@ -467,14 +400,14 @@ async fn holder_that_dies(panic: bool) {
         assert!(holder.await.unwrap_err().is_cancelled());
     }
     let died = Instant::now();
-    for waiter in waiters {
-        let (value, elapsed) = waiter.await.expect("waiter task");
-        assert_eq!(value, "after-the-holder");
-        assert!(
-            elapsed < LOCK_TIMEOUT + Duration::from_secs(2),
-            "a waiter was stuck for {elapsed:?}"
-        );
-    }
+    let within = LOCK_TIMEOUT + Duration::from_secs(2);
+    assert_all_answer(
+        waiters,
+        "after-the-holder",
+        within,
+        "a waiter was stuck for",
+    )
+    .await;
     assert_eq!(b.stats().own_attempts, 0, "{:?}", b.stats());
     if panic {
         // Replica B, waiting on the failed lease, takes the next one at once and stores: one
@@ -505,10 +438,7 @@ async fn holder_that_dies(panic: bool) {
         died.elapsed()
     );
     assert!(lock_released_within(&server, &lock_key, Duration::from_secs(1)).await);
-    assert_eq!(
-        b.get::<String>("k").await.unwrap().as_deref(),
-        Some("after-the-holder")
-    );
+    assert_holds(&b, "k", "after-the-holder").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -524,27 +454,10 @@ async fn a_holder_that_is_cancelled_releases_its_lease() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn followers_of_a_cancelled_leader_in_one_process_are_not_stuck() {
     let server = RedisServer::start();
-    let cache = cache_on(
-        backend_builder(&server.url()).connect().await.unwrap(),
-        "cancelled-leader",
-        Duration::from_secs(60),
-        Duration::from_secs(4),
-    );
-    let leader = start_holder(&cache, "k", std::future::pending()).await;
+    let cache = replica(&server, "cancelled-leader", Duration::from_secs(4)).await;
+    let leader = start_holder::<String>(&cache, "k", std::future::pending()).await;
     let computations = Arc::new(AtomicUsize::new(0));
-    let followers: Vec<_> = (0..20)
-        .map(|_| {
-            let (cache, computations) = (cache.clone(), computations.clone());
-            tokio::spawn(async move {
-                cache
-                    .get_or_compute("k", || async move {
-                        computations.fetch_add(1, Ordering::SeqCst);
-                        7u32
-                    })
-                    .await
-            })
-        })
-        .collect();
+    let followers = counted_calls(&[(&cache, &computations); 20], "k", Duration::ZERO, 7u32);
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(
         cache.stats().coalesced >= 1,
@@ -553,7 +466,7 @@ async fn followers_of_a_cancelled_leader_in_one_process_are_not_stuck() {
     let started = Instant::now();
     leader.abort();
     for follower in followers {
-        assert_eq!(follower.await.unwrap(), 7);
+        assert_eq!(follower.await.unwrap().0, 7);
     }
     assert!(started.elapsed() < Duration::from_secs(4) + Duration::from_secs(2));
     assert_eq!(computations.load(Ordering::SeqCst), 1);
@@ -566,38 +479,11 @@ async fn followers_of_a_cancelled_leader_in_one_process_are_not_stuck() {
 async fn waiters_survive(disrupt: impl std::future::Future<Output = ()>, server: &RedisServer) {
     const LOCK_TIMEOUT: Duration = Duration::from_secs(10);
     let h_backend = backend_builder(&server.url()).connect().await.unwrap();
-    let h = cache_on(
-        h_backend.clone(),
-        "blip",
-        Duration::from_secs(60),
-        LOCK_TIMEOUT,
-    );
-    let w = cache_on(
-        backend_builder(&server.url()).connect().await.unwrap(),
-        "blip",
-        Duration::from_secs(60),
-        LOCK_TIMEOUT,
-    );
+    let h = cache_on(h_backend.clone(), "blip", LOCK_TIMEOUT);
+    let w = replica(server, "blip", LOCK_TIMEOUT).await;
     let key = h.key("k");
-    use atomcache::Backend as _;
-    assert_eq!(
-        h_backend.try_lease(&key, "h", LOCK_TIMEOUT).await.unwrap(),
-        atomcache::LeaseAttempt::Acquired
-    );
-    let bytes = {
-        let scratch = Cache::builder("scratch")
-            .backend(atomcache::MemoryBackend::new())
-            .build()
-            .unwrap();
-        scratch.set("v", &"from-holder".to_string()).await.unwrap();
-        scratch
-            .entry::<String>("v")
-            .await
-            .unwrap()
-            .unwrap()
-            .raw
-            .to_vec()
-    };
+    hold_lease(&h_backend, &key, "h", LOCK_TIMEOUT).await;
+    let bytes = encoded(&"from-holder".to_string()).await;
     let waiters: Vec<_> = (0..5)
         .map(|_| {
             let w = w.clone();
@@ -664,53 +550,25 @@ async fn waiters_are_not_stuck_when_redis_restarts_under_them() {
     const LOCK_TIMEOUT: Duration = Duration::from_secs(3);
     let mut server = RedisServer::start();
     let h_backend = backend_builder(&server.url()).connect().await.unwrap();
-    let key = cache_on(
-        h_backend.clone(),
-        "restart",
-        Duration::from_secs(60),
-        LOCK_TIMEOUT,
-    )
-    .key("k");
-    use atomcache::Backend as _;
-    assert_eq!(
-        h_backend.try_lease(&key, "h", LOCK_TIMEOUT).await.unwrap(),
-        atomcache::LeaseAttempt::Acquired
-    );
+    let key = cache_on(h_backend.clone(), "restart", LOCK_TIMEOUT).key("k");
+    hold_lease(&h_backend, &key, "h", LOCK_TIMEOUT).await;
     let computations = Arc::new(AtomicUsize::new(0));
     let mut waiters = Vec::new();
     for _ in 0..3 {
-        let w = cache_on(
-            backend_builder(&server.url()).connect().await.unwrap(),
-            "restart",
-            Duration::from_secs(60),
-            LOCK_TIMEOUT,
-        );
-        for _ in 0..5 {
-            let (w, computations) = (w.clone(), computations.clone());
-            waiters.push(tokio::spawn(async move {
-                let started = Instant::now();
-                let v = w
-                    .get_or_compute("k", || async move {
-                        computations.fetch_add(1, Ordering::SeqCst);
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        11u32
-                    })
-                    .await;
-                (v, started.elapsed())
-            }));
-        }
+        let w = replica(&server, "restart", LOCK_TIMEOUT).await;
+        let callers = [(&w, &computations); 5];
+        waiters.extend(counted_calls(
+            &callers,
+            "k",
+            Duration::from_millis(100),
+            11u32,
+        ));
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     // The restarted server is empty: the holder's lease is gone with it.
     tokio::task::block_in_place(|| server.restart());
-    for waiter in waiters {
-        let (v, elapsed) = waiter.await.unwrap();
-        assert_eq!(v, 11);
-        assert!(
-            elapsed < LOCK_TIMEOUT + COMMAND_TIMEOUT * 4 + Duration::from_secs(2),
-            "a waiter was stuck for {elapsed:?}"
-        );
-    }
+    let within = LOCK_TIMEOUT + COMMAND_TIMEOUT * 4 + Duration::from_secs(2);
+    assert_all_answer(waiters, 11, within, "a waiter was stuck for").await;
     // Each replica computed at most once (its single flight), fail-open or after the restart.
     let n = computations.load(Ordering::SeqCst);
     assert!((1..=3).contains(&n), "{n} computations");
@@ -720,18 +578,8 @@ async fn waiters_are_not_stuck_when_redis_restarts_under_them() {
 async fn a_holder_whose_computation_fails_releases_its_lease_at_once() {
     const LOCK_TIMEOUT: Duration = Duration::from_secs(4);
     let server = RedisServer::start();
-    let a = cache_on(
-        backend_builder(&server.url()).connect().await.unwrap(),
-        "fails",
-        Duration::from_secs(60),
-        LOCK_TIMEOUT,
-    );
-    let b = cache_on(
-        backend_builder(&server.url()).connect().await.unwrap(),
-        "fails",
-        Duration::from_secs(60),
-        LOCK_TIMEOUT,
-    );
+    let a = replica(&server, "fails", LOCK_TIMEOUT).await;
+    let b = replica(&server, "fails", LOCK_TIMEOUT).await;
     let (started_tx, started_rx) = tokio::sync::oneshot::channel();
     let holder = {
         let a = a.clone();
@@ -755,9 +603,7 @@ async fn a_holder_whose_computation_fails_releases_its_lease_at_once() {
         started.elapsed()
     );
     // B waited on A's lease, then took the next one and stored its value.
-    let stats = b.stats();
-    assert_eq!(stats.lock_waits, 1, "{stats:?}");
-    assert_eq!(stats.own_attempts, 0, "{stats:?}");
+    assert_waited_once(&b.stats(), "B");
     assert_eq!(
         a.get::<u32>("k").await.unwrap(),
         Some(8),
@@ -770,101 +616,10 @@ async fn a_failure_is_shared_in_process_and_not_queued_behind_in_another_replica
     const LOCK_TIMEOUT: Duration = Duration::from_secs(5);
     const CALLERS: usize = 4;
     let server = RedisServer::start();
-    let a = cache_on(
-        backend_builder(&server.url()).connect().await.unwrap(),
-        "fails-shared",
-        Duration::from_secs(60),
-        LOCK_TIMEOUT,
-    );
-    let b = cache_on(
-        backend_builder(&server.url()).connect().await.unwrap(),
-        "fails-shared",
-        Duration::from_secs(60),
-        LOCK_TIMEOUT,
-    );
-    let in_a = Arc::new(AtomicUsize::new(0));
-    let in_b = Arc::new(AtomicUsize::new(0));
-    let gate = Arc::new(tokio::sync::Notify::new());
-    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
-    let started_tx = Arc::new(std::sync::Mutex::new(Some(started_tx)));
-    // The first computation (A's holder) fails when the gate opens; every other one fails at
-    // once. Each error names the replica and the attempt.
-    let call = |cache: &Cache, computations: &Arc<AtomicUsize>, name: &'static str| {
-        let (cache, computations, gate, started_tx) = (
-            cache.clone(),
-            computations.clone(),
-            gate.clone(),
-            started_tx.clone(),
-        );
-        tokio::spawn(async move {
-            cache
-                .try_get_or_compute("k", || async move {
-                    let n = computations.fetch_add(1, Ordering::SeqCst) + 1;
-                    let first = started_tx.lock().unwrap().take();
-                    if let Some(tx) = first {
-                        let _ = tx.send(());
-                        gate.notified().await;
-                    }
-                    Err::<u32, String>(format!("{name}: attempt {n} failed"))
-                })
-                .await
-        })
-    };
-    let holder = call(&a, &in_a, "A");
-    started_rx.await.unwrap();
-    let followers_in_a: Vec<_> = (0..CALLERS).map(|_| call(&a, &in_a, "A")).collect();
-    let waiters_in_b: Vec<_> = (0..CALLERS).map(|_| call(&b, &in_b, "B")).collect();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while a.stats().coalesced < CALLERS as u64
-        || b.stats().lock_waits < 1
-        || b.stats().coalesced < CALLERS as u64 - 1
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the callers did not join: {:?} {:?}",
-            a.stats(),
-            b.stats()
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-
-    let failed_at = Instant::now();
-    gate.notify_one();
-    let failure = Err("A: attempt 1 failed".to_string());
-    assert_eq!(holder.await.unwrap(), failure);
-    // A's followers get the holder's own Err, cloned, without computing.
-    for follower in followers_in_a {
-        assert_eq!(follower.await.unwrap(), failure);
-    }
-    assert_eq!(in_a.load(Ordering::SeqCst), 1, "A's followers computed");
-    let stats = a.stats();
-    assert_eq!(stats.shared_failures, CALLERS as u64, "{stats:?}");
-    assert_eq!(
-        (stats.computations, stats.own_attempts),
-        (1, 0),
-        "{stats:?}"
-    );
-    // B's callers do not queue behind the failed lease, and B computes at most once (its
-    // followers share its own failure).
-    let mut from_b = Vec::new();
-    for waiter in waiters_in_b {
-        from_b.push(waiter.await.unwrap());
-    }
-    assert!(
-        failed_at.elapsed() < LOCK_TIMEOUT / 2,
-        "B's callers waited for the failed lease to lapse ({:?})",
-        failed_at.elapsed()
-    );
-    assert!(
-        in_b.load(Ordering::SeqCst) <= 1,
-        "B computed more than once"
-    );
-    assert!(
-        from_b
-            .iter()
-            .all(|r| *r == Err("B: attempt 1 failed".to_string())),
-        "{from_b:?}"
-    );
+    let a = replica(&server, "fails-shared", LOCK_TIMEOUT).await;
+    let b = replica(&server, "fails-shared", LOCK_TIMEOUT).await;
+    a_failure_is_shared_and_not_queued(&a, &b, "k", CALLERS, LOCK_TIMEOUT).await;
+    assert_eq!(a.stats().own_attempts, 0, "{:?}", a.stats());
     assert_eq!(
         b.stats().shared_failures,
         CALLERS as u64 - 1,

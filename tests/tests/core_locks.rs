@@ -2,15 +2,15 @@
 //! no lost wake-up between the look that found the lease held, subscribing, looking again and
 //! waiting; and `set`/`invalidate` revoking a fill in flight.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use atomcache::{
-    Backend, Cache, EntryKey, LeaseAttempt, Lookup, MemoryBackend, RedisBackend, Release,
+use atomcache::{Backend, Cache, EntryKey, LeaseAttempt, Lookup, RedisBackend, Release};
+use atomcache_tests::support::{
+    self, assert_holds, assert_stale_token_refused, assert_waited_once, cache_on, encoded,
+    hold_lease, invalidate_while_callers_wait, lease_holder, release_failed, Gated, Landing,
 };
 use atomcache_tests::{HookPoint, Hooked, RedisServer};
-use serde::{de::DeserializeOwned, Serialize};
 
 const WAKE_BOUND: Duration = Duration::from_secs(2);
 
@@ -18,26 +18,6 @@ async fn connect(server: &RedisServer) -> RedisBackend {
     RedisBackend::connect(&server.url())
         .await
         .expect("connect to the test server")
-}
-
-/// The bytes `Cache` stores for `value` (header + bincode payload), for a test that plays the
-/// holder and stores under its own lease.
-async fn encoded<T: Serialize + DeserializeOwned>(value: &T) -> Vec<u8> {
-    let scratch = Cache::builder("scratch")
-        .backend(MemoryBackend::new())
-        .build()
-        .unwrap();
-    scratch.set("v", value).await.unwrap();
-    scratch.entry::<T>("v").await.unwrap().unwrap().raw.to_vec()
-}
-
-/// Polls `cond` every 5 ms until it holds (panics after 5 s).
-async fn until(what: &str, cond: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -91,28 +71,7 @@ async fn a_slow_holder_whose_lease_lapsed_cannot_touch_the_newer_holders_lease()
     );
 
     // The slow holder A wakes up and tries everything it could do with its old token.
-    assert!(!slow
-        .release_lease(&key, "token-a", Release::Abandoned)
-        .await
-        .unwrap());
-    assert!(!slow
-        .release_lease(
-            &key,
-            "token-a",
-            Release::Failed {
-                remember: Duration::from_secs(10)
-            }
-        )
-        .await
-        .unwrap());
-    assert!(!slow
-        .renew_lease(&key, "token-a", Duration::from_secs(30))
-        .await
-        .unwrap());
-    assert!(!slow
-        .store_leased(&key, "token-a", b"late value", Duration::from_secs(10))
-        .await
-        .unwrap());
+    assert_stale_token_refused(&slow, &key, "token-a").await;
     assert_eq!(
         server.get_raw(key.value()).await,
         None,
@@ -133,17 +92,9 @@ async fn a_slow_holder_whose_lease_lapsed_cannot_touch_the_newer_holders_lease()
         pttl > 9_000 && pttl <= 10_000,
         "A must not have changed B's lease expiry: {pttl}"
     );
-    match slow
-        .try_lease(&key, "token-c", Duration::from_secs(1))
-        .await
-        .unwrap()
-    {
-        LeaseAttempt::Held(holder) => {
-            assert!(holder.remaining > Duration::from_secs(8), "{holder:?}");
-            assert_eq!(holder.token, "token-b");
-        }
-        LeaseAttempt::Acquired => panic!("B's lease was deleted by A"),
-    }
+    let holder = lease_holder(&slow, &key, "token-c", "B's lease was deleted by A").await;
+    assert!(holder.remaining > Duration::from_secs(8), "{holder:?}");
+    assert_eq!(holder.token, "token-b");
 
     // B itself can renew and store; the store ends its lease.
     assert!(newer
@@ -195,15 +146,7 @@ async fn a_wake_up_published_right_after_subscribe_is_never_lost() {
         let mut sub = waiter.subscribe(&key).await.unwrap();
         let lease = |token: &'static str| {
             let (other, key) = (other.clone(), key.clone());
-            async move {
-                assert_eq!(
-                    other
-                        .try_lease(&key, token, Duration::from_secs(10))
-                        .await
-                        .unwrap(),
-                    LeaseAttempt::Acquired
-                );
-            }
+            async move { hold_lease(&other, &key, token, Duration::from_secs(10)).await }
         };
         match round % 6 {
             0 => {
@@ -226,16 +169,7 @@ async fn a_wake_up_published_right_after_subscribe_is_never_lost() {
             }
             3 => {
                 lease("t").await;
-                assert!(other
-                    .release_lease(
-                        &key,
-                        "t",
-                        Release::Failed {
-                            remember: Duration::from_secs(1)
-                        }
-                    )
-                    .await
-                    .unwrap());
+                assert!(release_failed(&other, &key, "t", Duration::from_secs(1)).await);
             }
             4 => {
                 lease("t").await;
@@ -277,17 +211,6 @@ async fn a_wake_up_published_right_after_subscribe_is_never_lost() {
     drop(subs);
 }
 
-/// How the entry changes while the waiter walks its path.
-#[derive(Debug, Clone, Copy)]
-enum Change {
-    /// The holder stores its value under its lease.
-    Stored,
-    /// Another replica `set`s the value, revoking the holder's lease.
-    Set,
-    /// The holder's computation fails: it releases its lease.
-    Failed,
-}
-
 /// The entry changes at an exact point of the waiter's path (through another replica's
 /// connection); the waiter must see it without waiting for the lease to lapse: it answers with
 /// the stored value, or takes the lease at once after a failure.
@@ -296,67 +219,21 @@ async fn change_at(point: HookPoint) {
     let server = RedisServer::start();
     let holder_backend = connect(&server).await;
     let stored = encoded(&"from-holder".to_string()).await;
-    for change in [Change::Stored, Change::Set, Change::Failed] {
+    for change in Landing::ALL {
         let ns = format!("gap-{change:?}");
-        let holder = Cache::builder(ns.clone())
-            .exp(Duration::from_secs(60))
-            .lock_timeout(LOCK_TIMEOUT)
-            .backend(holder_backend.clone())
-            .build()
-            .unwrap();
+        let holder = cache_on(holder_backend.clone(), &ns, LOCK_TIMEOUT);
         let key = holder.key("k");
-        assert_eq!(
-            holder_backend
-                .try_lease(&key, "holder", LOCK_TIMEOUT)
-                .await
-                .unwrap(),
-            LeaseAttempt::Acquired
-        );
+        hold_lease(&holder_backend, &key, "holder", LOCK_TIMEOUT).await;
 
-        let action = {
-            let (holder, backend, key, stored) = (
-                holder.clone(),
-                holder_backend.clone(),
-                key.clone(),
-                stored.clone(),
-            );
-            async move {
-                match change {
-                    Change::Stored => assert!(backend
-                        .store_leased(&key, "holder", &stored, Duration::from_secs(60))
-                        .await
-                        .unwrap()),
-                    Change::Set => {
-                        holder.set("k", &"from-set".to_string()).await.unwrap();
-                        assert!(
-                            !backend
-                                .store_leased(&key, "holder", &stored, Duration::from_secs(60))
-                                .await
-                                .unwrap(),
-                            "the set revoked the holder's lease"
-                        );
-                    }
-                    Change::Failed => assert!(backend
-                        .release_lease(
-                            &key,
-                            "holder",
-                            Release::Failed {
-                                remember: Duration::from_secs(2)
-                            }
-                        )
-                        .await
-                        .unwrap()),
-                }
-            }
-        };
+        let action = change.land(
+            holder.clone(),
+            holder_backend.clone(),
+            key.clone(),
+            stored.clone(),
+        );
         let hooked = Hooked::new(connect(&server).await, point, action);
         let fired = hooked.fired();
-        let waiter = Cache::builder(ns)
-            .exp(Duration::from_secs(60))
-            .lock_timeout(LOCK_TIMEOUT)
-            .backend(hooked)
-            .build()
-            .unwrap();
+        let waiter = cache_on(hooked, &ns, LOCK_TIMEOUT);
         assert_eq!(waiter.key("k"), key);
 
         let started = Instant::now();
@@ -378,18 +255,13 @@ async fn change_at(point: HookPoint) {
             started.elapsed()
         );
         let stats = waiter.stats();
-        assert_eq!(stats.lock_waits, 1, "{point:?} {change:?}: {stats:?}");
-        assert_eq!(stats.own_attempts, 0, "{point:?} {change:?}: {stats:?}");
-        let expected = match change {
-            Change::Stored => "from-holder",
-            Change::Set => "from-set",
-            // Failures never queue: the waiter took the next lease at once and stored.
-            Change::Failed => "from-waiter",
-        };
+        assert_waited_once(&stats, &format!("{point:?} {change:?}"));
+        // Failures never queue: the waiter took the next lease at once and stored.
+        let expected = change.expected();
         assert_eq!(value, expected, "{point:?} {change:?}");
         assert_eq!(
             stats.computations,
-            u64::from(matches!(change, Change::Failed)),
+            u64::from(change == Landing::Failed),
             "{point:?} {change:?}: {stats:?}"
         );
         assert_eq!(
@@ -427,24 +299,10 @@ async fn waiters_racing_a_landing_value_never_miss_it() {
     let waiter_backend = connect(&server).await;
     for round in 0..ROUNDS {
         let ns = format!("race-{round}");
-        let holder = Cache::builder(ns.clone())
-            .lock_timeout(LOCK_TIMEOUT)
-            .backend(holder_backend.clone())
-            .build()
-            .unwrap();
-        let waiter = Cache::builder(ns)
-            .lock_timeout(LOCK_TIMEOUT)
-            .backend(waiter_backend.clone())
-            .build()
-            .unwrap();
+        let holder = cache_on(holder_backend.clone(), &ns, LOCK_TIMEOUT);
+        let waiter = cache_on(waiter_backend.clone(), &ns, LOCK_TIMEOUT);
         let key = holder.key("k");
-        assert_eq!(
-            holder_backend
-                .try_lease(&key, "holder", LOCK_TIMEOUT)
-                .await
-                .unwrap(),
-            LeaseAttempt::Acquired
-        );
+        hold_lease(&holder_backend, &key, "holder", LOCK_TIMEOUT).await;
         let bytes = encoded(&round).await;
         let wait = tokio::spawn(async move {
             tokio::time::timeout(
@@ -511,59 +369,7 @@ async fn idle_channels_are_unsubscribed_and_a_later_waiter_subscribes_again() {
 
 /// A replica: its own connection, its own single-flight table and stats.
 async fn replica(server: &RedisServer, ns: &str) -> Cache {
-    Cache::builder(ns)
-        .exp(Duration::from_secs(60))
-        .lock_timeout(Duration::from_secs(5))
-        .backend(connect(server).await)
-        .build()
-        .unwrap()
-}
-
-/// A caller of `id` whose computation `n` (counted across every caller made by this helper)
-/// reports `n` on `started` and returns `computation-<n>` once `gates[n]` is notified.
-struct Gated {
-    computations: Arc<AtomicUsize>,
-    gates: Vec<Arc<tokio::sync::Notify>>,
-    started: tokio::sync::mpsc::UnboundedSender<usize>,
-}
-
-impl Gated {
-    fn new(rounds: usize) -> (Self, tokio::sync::mpsc::UnboundedReceiver<usize>) {
-        let (started, rx) = tokio::sync::mpsc::unbounded_channel();
-        let gated = Gated {
-            computations: Arc::default(),
-            gates: (0..rounds).map(|_| Arc::default()).collect(),
-            started,
-        };
-        (gated, rx)
-    }
-
-    fn call(&self, cache: &Cache, id: &str) -> tokio::task::JoinHandle<String> {
-        let (cache, id) = (cache.clone(), id.to_owned());
-        let (computations, gates, started) = (
-            self.computations.clone(),
-            self.gates.clone(),
-            self.started.clone(),
-        );
-        tokio::spawn(async move {
-            cache
-                .get_or_compute(&id, || async move {
-                    let n = computations.fetch_add(1, Ordering::SeqCst);
-                    started.send(n).unwrap();
-                    gates[n].notified().await;
-                    format!("computation-{n}")
-                })
-                .await
-        })
-    }
-
-    fn open(&self, n: usize) {
-        self.gates[n].notify_one();
-    }
-
-    fn computations(&self) -> usize {
-        self.computations.load(Ordering::SeqCst)
-    }
+    cache_on(connect(server).await, ns, Duration::from_secs(5))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -593,44 +399,11 @@ async fn invalidate_during_a_computation_refuses_its_value() {
     assert_eq!(a.stats().leases_lost, 1, "{:?}", a.stats());
     gated.open(1);
     assert_eq!(gated.call(&b, "alone").await.unwrap(), "computation-1");
-    assert_eq!(
-        a.get::<String>("alone").await.unwrap().as_deref(),
-        Some("computation-1")
-    );
+    assert_holds(&a, "alone", "computation-1").await;
 
     // With callers waiting in both replicas: B's waiters look again at once and one of them
     // computes under a new lease; A's followers of the refused fill get that fresh value.
-    let (gated, mut started) = Gated::new(2);
-    let (a_before, b_before) = (a.stats(), b.stats());
-    let holder = gated.call(&a, "waited");
-    assert_eq!(started.recv().await, Some(0));
-    let followers_in_a: Vec<_> = (0..2).map(|_| gated.call(&a, "waited")).collect();
-    let waiters_in_b: Vec<_> = (0..3).map(|_| gated.call(&b, "waited")).collect();
-    until("callers joined and waited", || {
-        a.stats().coalesced == a_before.coalesced + 2
-            && b.stats().lock_waits == b_before.lock_waits + 1
-            && b.stats().coalesced == b_before.coalesced + 2
-    })
-    .await;
-    b.invalidate("waited").await.unwrap();
-    assert_eq!(started.recv().await, Some(1));
-    gated.open(0);
-    assert_eq!(holder.await.unwrap(), "computation-0");
-    assert_eq!(
-        server.get_raw(a.key("waited").value()).await,
-        None,
-        "the revoked computation was stored"
-    );
-    assert_eq!(a.stats().leases_lost, 2, "{:?}", a.stats());
-    gated.open(1);
-    for call in followers_in_a.into_iter().chain(waiters_in_b) {
-        assert_eq!(call.await.unwrap(), "computation-1");
-    }
-    assert_eq!(gated.computations(), 2);
-    assert_eq!(
-        a.get::<String>("waited").await.unwrap().as_deref(),
-        Some("computation-1")
-    );
+    invalidate_while_callers_wait(&a, &b, &connect(&server).await, "waited").await;
     assert_eq!(a.stats().backend_errors + b.stats().backend_errors, 0);
 }
 
@@ -639,40 +412,6 @@ async fn set_during_a_computation_wins() {
     let server = RedisServer::start();
     let a = replica(&server, "set-wins").await;
     let b = replica(&server, "set-wins").await;
-    let (gated, mut started) = Gated::new(1);
-    let holder = gated.call(&a, "k");
-    assert_eq!(started.recv().await, Some(0));
-    let followers_in_a: Vec<_> = (0..2).map(|_| gated.call(&a, "k")).collect();
-    let waiters_in_b: Vec<_> = (0..3).map(|_| gated.call(&b, "k")).collect();
-    until("callers joined and waited", || {
-        a.stats().coalesced == 2 && b.stats().lock_waits == 1 && b.stats().coalesced == 2
-    })
-    .await;
-
-    b.set("k", &"from-set".to_string()).await.unwrap();
-    // B's waiters are woken by the set and answer with it while the holder still computes.
-    for waiter in waiters_in_b {
-        let v = tokio::time::timeout(WAKE_BOUND, waiter)
-            .await
-            .expect("B's waiters were not woken by the set")
-            .unwrap();
-        assert_eq!(v, "from-set");
-    }
-    gated.open(0);
-    assert_eq!(
-        holder.await.unwrap(),
-        "computation-0",
-        "the holder's caller keeps its answer"
-    );
-    for follower in followers_in_a {
-        assert_eq!(follower.await.unwrap(), "from-set");
-    }
-    assert_eq!(
-        a.get::<String>("k").await.unwrap().as_deref(),
-        Some("from-set")
-    );
+    support::set_during_a_computation_wins(&a, &b, "k").await;
     assert_eq!(server.pttl(&a.key("k").lock()).await, -2);
-    assert_eq!(gated.computations(), 1);
-    assert_eq!(a.stats().leases_lost, 1, "{:?}", a.stats());
-    assert_eq!(b.stats().computations, 0, "{:?}", b.stats());
 }

@@ -7,7 +7,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use atomcache::{Backend, Cache, Lookup, RedisBackend, Runtime};
+use atomcache::{Backend, Cache, Lookup, RedisBackend};
+use atomcache_tests::support::{
+    a_computation_longer_than_its_lease_runs_once, assert_all_answer, assert_holds,
+    cache_and_runtime_cache, cache_on, stampede, takeover_waiters,
+};
 use atomcache_tests::{percentiles, unix_ms, RedisServer, ReplicaArgs, ReplicaProcess};
 
 const REPLICA_EXE: &str = env!("CARGO_BIN_EXE_replica");
@@ -16,12 +20,16 @@ async fn replica_cache(url: &str, ns: &str, lock_timeout: Duration) -> Cache {
     let backend = RedisBackend::connect(url)
         .await
         .expect("connect to the test server");
-    Cache::builder(ns)
-        .exp(Duration::from_secs(60))
-        .lock_timeout(lock_timeout)
-        .backend(backend)
-        .build()
-        .expect("cache settings")
+    cache_on(backend, ns, lock_timeout)
+}
+
+/// `n` replicas of namespace `ns`, each on its own connection to `url`.
+async fn replica_caches(url: &str, ns: &str, lock_timeout: Duration, n: usize) -> Vec<Cache> {
+    let mut caches = Vec::new();
+    for _ in 0..n {
+        caches.push(replica_cache(url, ns, lock_timeout).await);
+    }
+    caches
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -31,32 +39,14 @@ async fn independent_replicas_in_one_process_compute_a_cold_key_once() {
     const COMPUTE: Duration = Duration::from_millis(250);
     let server = RedisServer::start();
 
-    let mut caches = Vec::new();
-    for _ in 0..REPLICAS {
-        caches.push(replica_cache(&server.url(), "stampede", Duration::from_secs(5)).await);
-    }
+    let caches = replica_caches(&server.url(), "stampede", Duration::from_secs(5), REPLICAS).await;
     let computations = Arc::new(AtomicUsize::new(0));
-    let barrier = Arc::new(tokio::sync::Barrier::new(REPLICAS * CALLERS));
-    let mut calls = Vec::new();
-    for cache in &caches {
-        for _ in 0..CALLERS {
-            let (cache, computations, barrier) =
-                (cache.clone(), computations.clone(), barrier.clone());
-            calls.push(tokio::spawn(async move {
-                barrier.wait().await;
-                cache
-                    .get_or_compute("cold", || async move {
-                        let n = computations.fetch_add(1, Ordering::SeqCst) + 1;
-                        tokio::time::sleep(COMPUTE).await;
-                        format!("value-{n}")
-                    })
-                    .await
-            }));
-        }
-    }
+    let calls = stampede(&caches, CALLERS, "cold", &computations, COMPUTE, |n| {
+        format!("value-{n}")
+    });
     let mut values = Vec::new();
     for call in calls {
-        values.push(call.await.expect("caller task"));
+        values.push(call.await.expect("caller task").0);
     }
 
     assert_eq!(computations.load(Ordering::SeqCst), 1, "computations");
@@ -200,41 +190,6 @@ async fn separate_processes_compute_a_cold_key_once() {
     );
 }
 
-/// Runs `replicas` × `callers` waiters for `id`, each computing (at most once in total)
-/// `"taken-over"`; returns (values, per-call latency, computation start instants).
-async fn takeover_waiters(
-    url: &str,
-    ns: &str,
-    id: &str,
-    lock_timeout: Duration,
-    replicas: usize,
-    callers: usize,
-) -> (
-    Vec<tokio::task::JoinHandle<(String, Duration)>>,
-    Arc<std::sync::Mutex<Vec<Instant>>>,
-) {
-    let computed_at = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let mut calls = Vec::new();
-    for _ in 0..replicas {
-        let cache = replica_cache(url, ns, lock_timeout).await;
-        for _ in 0..callers {
-            let (cache, computed_at, id) = (cache.clone(), computed_at.clone(), id.to_owned());
-            calls.push(tokio::spawn(async move {
-                let started = Instant::now();
-                let value = cache
-                    .get_or_compute(&id, || async move {
-                        computed_at.lock().unwrap().push(Instant::now());
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        "taken-over".to_string()
-                    })
-                    .await;
-                (value, started.elapsed())
-            }));
-        }
-    }
-    (calls, computed_at)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_holder_process_is_taken_over_by_exactly_one_waiter() {
     const LOCK_TIMEOUT: Duration = Duration::from_millis(1500);
@@ -261,8 +216,8 @@ async fn a_killed_holder_process_is_taken_over_by_exactly_one_waiter() {
         "the holder process holds the lease"
     );
 
-    let (calls, computed_at) =
-        takeover_waiters(&server.url(), &args.ns, &args.id, LOCK_TIMEOUT, 3, 10).await;
+    let caches = replica_caches(&server.url(), &args.ns, LOCK_TIMEOUT, 3).await;
+    let (calls, computed_at) = takeover_waiters(&caches, &args.id, 10);
     // Alive, the holder renews its lease (every third of it) for as long as it computes: twice
     // the lease length later, nobody has taken over.
     tokio::time::sleep(LOCK_TIMEOUT * 2).await;
@@ -319,117 +274,68 @@ async fn a_silent_lease_is_taken_over_by_exactly_one_waiter() {
     let locked_at = Instant::now();
     drop(abandoner);
 
-    let (calls, computed_at) =
-        takeover_waiters(&server.url(), "abandoned", "cold", LOCK_TIMEOUT, 4, 8).await;
-    for call in calls {
-        let (value, elapsed) = call.await.expect("waiter task");
-        assert_eq!(value, "taken-over");
-        assert!(
-            elapsed < LOCK_TIMEOUT + Duration::from_secs(2),
-            "a waiter was stuck for {elapsed:?}"
-        );
-    }
+    let caches = replica_caches(&server.url(), "abandoned", LOCK_TIMEOUT, 4).await;
+    let (calls, computed_at) = takeover_waiters(&caches, "cold", 8);
+    let within = LOCK_TIMEOUT + Duration::from_secs(2);
+    assert_all_answer(calls, "taken-over", within, "a waiter was stuck for").await;
     let computed_at = computed_at.lock().unwrap().clone();
     assert_eq!(computed_at.len(), 1, "exactly one waiter takes over");
     assert!(
         computed_at[0] >= locked_at + LOCK_TIMEOUT - Duration::from_millis(50),
         "the takeover came before the silent lease lapsed"
     );
-    assert_eq!(
-        probe.get::<String>("cold").await.unwrap().as_deref(),
-        Some("taken-over")
-    );
+    assert_holds(&probe, "cold", "taken-over").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_computation_three_times_the_lease_is_not_duplicated_across_replicas() {
     const LOCK_TIMEOUT: Duration = Duration::from_millis(400);
-    const COMPUTE: Duration = Duration::from_millis(1200);
-    const CALLERS: usize = 8;
     let server = RedisServer::start();
     // Two replicas on their own connections: a cache with its own backend, and a detached
     // runtime's cache.
-    let a = replica_cache(&server.url(), "long", LOCK_TIMEOUT).await;
-    let runtime = Runtime::detached(RedisBackend::connect(&server.url()).await.unwrap()).unwrap();
-    let b = runtime
-        .cache("long")
-        .exp(Duration::from_secs(60))
-        .lock_timeout(LOCK_TIMEOUT)
-        .build()
-        .unwrap();
+    let (a, runtime, b) = cache_and_runtime_cache(
+        RedisBackend::connect(&server.url()).await.unwrap(),
+        RedisBackend::connect(&server.url()).await.unwrap(),
+        "long",
+        LOCK_TIMEOUT,
+    );
     let key = a.key("k");
-    let computations = Arc::new(AtomicUsize::new(0));
-    let barrier = Arc::new(tokio::sync::Barrier::new(2 * CALLERS));
-    let mut calls = Vec::new();
-    for cache in [&a, &b] {
-        for _ in 0..CALLERS {
-            let (cache, computations, barrier) =
-                (cache.clone(), computations.clone(), barrier.clone());
-            calls.push(tokio::spawn(async move {
-                barrier.wait().await;
-                let started = Instant::now();
-                let v = cache
-                    .get_or_compute("k", || async move {
-                        let n = computations.fetch_add(1, Ordering::SeqCst) + 1;
-                        tokio::time::sleep(COMPUTE).await;
-                        format!("value-{n}")
-                    })
-                    .await;
-                (v, started.elapsed())
-            }));
-        }
-    }
     // Past the first lease length the holder still holds its lease, renewed.
-    let mut holder_token = None;
-    for _ in 0..4 {
-        tokio::time::sleep(LOCK_TIMEOUT / 2).await;
-        let token = server.get_raw(&key.lock()).await.expect("the lease lapsed");
-        let pttl = server.pttl(&key.lock()).await;
-        assert!(
-            pttl > 0 && pttl <= LOCK_TIMEOUT.as_millis() as i64,
-            "lease pttl {pttl}"
-        );
-        assert_eq!(
-            *holder_token.get_or_insert_with(|| token.clone()),
-            token,
-            "the lease changed hands"
-        );
-    }
-    for call in calls {
-        let (v, elapsed) = call.await.unwrap();
-        assert_eq!(v, "value-1");
-        assert!(
-            elapsed < COMPUTE + Duration::from_secs(1),
-            "a caller took {elapsed:?}"
-        );
-    }
-    assert_eq!(computations.load(Ordering::SeqCst), 1);
+    let renewed = async {
+        let mut holder_token = None;
+        for _ in 0..4 {
+            tokio::time::sleep(LOCK_TIMEOUT / 2).await;
+            let token = server.get_raw(&key.lock()).await.expect("the lease lapsed");
+            let pttl = server.pttl(&key.lock()).await;
+            assert!(
+                pttl > 0 && pttl <= LOCK_TIMEOUT.as_millis() as i64,
+                "lease pttl {pttl}"
+            );
+            assert_eq!(
+                *holder_token.get_or_insert_with(|| token.clone()),
+                token,
+                "the lease changed hands"
+            );
+        }
+    };
+    let compute = LOCK_TIMEOUT * 3;
+    let value = |n| format!("value-{n}");
+    a_computation_longer_than_its_lease_runs_once(
+        (&a, &b),
+        LOCK_TIMEOUT,
+        compute,
+        value,
+        "again".to_string(),
+        renewed,
+    )
+    .await;
     assert_eq!(
         server.pttl(&key.lock()).await,
         -2,
         "the store ended the lease"
     );
-    // Nobody computes again, later either.
-    tokio::time::sleep(LOCK_TIMEOUT).await;
-    for cache in [&a, &b] {
-        let v = cache
-            .get_or_compute("k", || async { "again".to_string() })
-            .await;
-        assert_eq!(v, "value-1");
-    }
-    assert_eq!(computations.load(Ordering::SeqCst), 1);
-    let stats = [a.stats(), b.stats()];
-    assert_eq!(
-        stats.iter().map(|s| s.computations).sum::<u64>(),
-        1,
-        "{stats:?}"
-    );
-    for s in &stats {
-        assert_eq!(
-            (s.own_attempts, s.max_waits, s.leases_lost, s.backend_errors),
-            (0, 0, 0, 0),
-            "{s:?}"
-        );
+    for s in [a.stats(), b.stats()] {
+        assert_eq!(s.backend_errors, 0, "{s:?}");
     }
     runtime.shutdown().await;
 }

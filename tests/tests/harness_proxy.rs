@@ -30,18 +30,23 @@ async fn connect(url: &str) -> MultiplexedConnection {
         .unwrap_or_else(|err| panic!("connection to {url}: {err}"))
 }
 
+/// A server, a proxy to it with [`ONE_WAY`] delays, and a connection through the proxy.
+async fn proxied() -> (RedisServer, DelayProxy, MultiplexedConnection) {
+    let server = RedisServer::start();
+    let proxy = DelayProxy::start(server.port(), ONE_WAY);
+    let conn = connect(&proxy.url()).await;
+    (server, proxy, conn)
+}
+
 async fn ping(conn: &mut MultiplexedConnection) -> redis::RedisResult<String> {
     redis::cmd("PING").query_async(conn).await
 }
 
 #[tokio::test]
 async fn a_round_trip_through_the_proxy_takes_two_one_way_delays() {
-    let server = RedisServer::start();
-    let proxy = DelayProxy::start(server.port(), ONE_WAY);
+    let (server, proxy, mut proxied) = proxied().await;
     assert_eq!(proxy.url(), format!("redis://127.0.0.1:{}/", proxy.port()));
-
     let mut direct = server.raw().await;
-    let mut proxied = connect(&proxy.url()).await;
     assert_eq!(proxy.connections(), 1);
 
     let start = Instant::now();
@@ -61,10 +66,8 @@ async fn a_round_trip_through_the_proxy_takes_two_one_way_delays() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_commands_take_about_one_round_trip_not_one_each() {
-    let server = RedisServer::start();
+    let (server, _proxy, conn) = proxied().await;
     server.set_raw("k", b"v", None).await;
-    let proxy = DelayProxy::start(server.port(), ONE_WAY);
-    let conn = connect(&proxy.url()).await;
 
     // Staggered by ~1 ms so that most requests reach the proxy in separate reads: a sleep per
     // chunk would then need 50 × 5 ms upstream alone.
@@ -95,9 +98,7 @@ async fn pipelined_commands_take_about_one_round_trip_not_one_each() {
 
 #[tokio::test]
 async fn a_large_value_round_trips_byte_exact() {
-    let server = RedisServer::start();
-    let proxy = DelayProxy::start(server.port(), ONE_WAY);
-    let mut conn = connect(&proxy.url()).await;
+    let (server, _proxy, mut conn) = proxied().await;
 
     let value: Vec<u8> = (0..1024 * 1024u32)
         .map(|i| (i.wrapping_mul(31).wrapping_add(i >> 9) % 251) as u8)
@@ -123,10 +124,8 @@ async fn a_large_value_round_trips_byte_exact() {
 
 #[tokio::test]
 async fn freeze_black_holes_the_connection_and_thaw_resumes_it() {
-    let server = RedisServer::start();
+    let (server, proxy, mut conn) = proxied().await;
     server.set_raw("k", b"v", None).await;
-    let proxy = DelayProxy::start(server.port(), ONE_WAY);
-    let mut conn = connect(&proxy.url()).await;
     assert_eq!(
         ping(&mut conn).await.expect("PING before the freeze"),
         "PONG"
@@ -159,9 +158,7 @@ async fn freeze_black_holes_the_connection_and_thaw_resumes_it() {
 
 #[tokio::test]
 async fn cut_closes_open_connections_and_new_ones_work() {
-    let server = RedisServer::start();
-    let proxy = DelayProxy::start(server.port(), ONE_WAY);
-    let mut old = connect(&proxy.url()).await;
+    let (_server, proxy, mut old) = proxied().await;
     assert_eq!(ping(&mut old).await.expect("PING before the cut"), "PONG");
     assert_eq!(proxy.connections(), 1);
 
@@ -183,9 +180,7 @@ async fn cut_closes_open_connections_and_new_ones_work() {
 
 #[tokio::test]
 async fn dropping_the_proxy_closes_its_connections() {
-    let server = RedisServer::start();
-    let proxy = DelayProxy::start(server.port(), ONE_WAY);
-    let mut conn = connect(&proxy.url()).await;
+    let (_server, proxy, mut conn) = proxied().await;
     assert_eq!(ping(&mut conn).await.expect("PING"), "PONG");
 
     drop(proxy);

@@ -21,20 +21,41 @@ const EXE: &str = env!("CARGO_BIN_EXE_scripted_replica");
 /// One way, between each replica and Redis.
 const NETWORK: Duration = Duration::from_millis(3);
 
-/// `n` replica processes, each behind its own delaying proxy to `server`.
-async fn replicas(
-    server: &RedisServer,
+/// The default options with namespace `ns` (the URL is set by [`cluster`]).
+fn named(ns: &str) -> ScriptedOptions {
+    ScriptedOptions {
+        ns: ns.into(),
+        ..ScriptedOptions::new("")
+    }
+}
+
+/// The default options with namespace `ns` and leases of `lock_timeout`.
+fn leased(ns: &str, lock_timeout: Duration) -> ScriptedOptions {
+    ScriptedOptions {
+        lock_timeout,
+        ..named(ns)
+    }
+}
+
+/// A redis-server and `n` replica processes with `options`, each behind its own delaying proxy
+/// to the server.
+async fn cluster(
     n: usize,
-    options: impl Fn(String) -> ScriptedOptions,
-) -> (Vec<ScriptedReplica>, Vec<DelayProxy>) {
+    options: ScriptedOptions,
+) -> (RedisServer, Vec<ScriptedReplica>, Vec<DelayProxy>) {
+    let server = RedisServer::start();
     let mut proxies = Vec::new();
     let mut procs = Vec::new();
     for _ in 0..n {
         let proxy = DelayProxy::start(server.port(), NETWORK);
-        procs.push(ScriptedReplica::spawn(EXE, &options(proxy.url())).await);
+        let options = ScriptedOptions {
+            url: proxy.url(),
+            ..options.clone()
+        };
+        procs.push(ScriptedReplica::spawn(EXE, &options).await);
         proxies.push(proxy);
     }
-    (procs, proxies)
+    (server, procs, proxies)
 }
 
 async fn quit_all(procs: Vec<ScriptedReplica>) -> (Vec<CallResult>, Vec<Computation>) {
@@ -52,6 +73,14 @@ fn max_elapsed(results: &[CallResult]) -> f64 {
     results.iter().map(|r| r.elapsed_ms).fold(0.0, f64::max)
 }
 
+/// When the last call answered (Unix ms).
+fn last_answer(results: &[CallResult]) -> f64 {
+    results
+        .iter()
+        .map(|r| r.started_unix_ms + r.elapsed_ms)
+        .fold(0.0, f64::max)
+}
+
 /// The start instant (Unix ms) encoded in a value `<pid>:<tag>@<start>`.
 fn computed_at(value: &str) -> f64 {
     value
@@ -64,16 +93,11 @@ fn computed_at(value: &str) -> f64 {
 async fn replicas_arriving_one_by_one_around_the_store_compute_each_key_once() {
     const KEYS: usize = 40;
     const REPLICAS: usize = 5;
-    let compute = Duration::from_millis(40);
-    let server = RedisServer::start();
-    let (mut procs, _proxies) = replicas(&server, REPLICAS, |url| ScriptedOptions {
-        ns: "staggered".into(),
-        ..ScriptedOptions::new(url)
-    })
-    .await;
+    let (_server, mut procs, _proxies) = cluster(REPLICAS, named("staggered")).await;
     // Replica 0 arrives first and computes; the others arrive one by one around the moment its
     // value is stored (lookup + lease + 40 ms + store, ~55-60 ms after its arrival here), some
     // just before it, some just after.
+    let compute = Duration::from_millis(40);
     let t0 = unix_ms() + 500.0;
     for k in 0..KEYS {
         let base = t0 + (k as f64) * 120.0;
@@ -83,8 +107,15 @@ async fn replicas_arriving_one_by_one_around_the_store_compute_each_key_once() {
             } else {
                 40.0 + (i as f64) * 4.0 + ((k * 7 + i * 3) % 9) as f64
             };
-            p.call(&format!("k{k}r{i}"), &format!("key{k}"), 1, compute, false, base + offset)
-                .await;
+            p.call(
+                &format!("k{k}r{i}"),
+                &format!("key{k}"),
+                1,
+                compute,
+                false,
+                base + offset,
+            )
+            .await;
         }
     }
     let (results, computations) = quit_all(procs).await;
@@ -108,7 +139,11 @@ async fn replicas_arriving_one_by_one_around_the_store_compute_each_key_once() {
     assert!(twice.is_empty(), "keys computed more than once: {twice:?}");
     assert_eq!(computations.len(), KEYS);
     for (key, vals) in values {
-        assert_eq!(vals.len(), 1, "{key} answered with several values: {vals:?}");
+        assert_eq!(
+            vals.len(),
+            1,
+            "{key} answered with several values: {vals:?}"
+        );
     }
 }
 
@@ -117,12 +152,7 @@ async fn a_failure_burst_costs_each_replica_about_one_computation_and_never_queu
     const REPLICAS: usize = 8;
     const CALLERS: usize = 64;
     let compute = Duration::from_millis(100);
-    let server = RedisServer::start();
-    let (mut procs, _proxies) = replicas(&server, REPLICAS, |url| ScriptedOptions {
-        ns: "burst".into(),
-        ..ScriptedOptions::new(url)
-    })
-    .await;
+    let (server, mut procs, _proxies) = cluster(REPLICAS, named("burst")).await;
     server.reset_stats().await;
     let t0 = unix_ms() + 500.0;
     for p in procs.iter_mut() {
@@ -141,7 +171,10 @@ async fn a_failure_burst_costs_each_replica_about_one_computation_and_never_queu
     }
     let (results, computations) = quit_all(procs).await;
     assert_eq!(results.len(), REPLICAS * CALLERS);
-    assert!(results.iter().all(|r| !r.ok), "every caller gets the failure");
+    assert!(
+        results.iter().all(|r| !r.ok),
+        "every caller gets the failure"
+    );
     let slowest = max_elapsed(&results);
     let shared: u64 = stats.iter().map(|s| s["shared_failures"]).sum();
     eprintln!(
@@ -172,13 +205,7 @@ async fn a_failure_burst_costs_each_replica_about_one_computation_and_never_queu
 async fn a_computation_three_times_longer_than_its_lease_runs_once() {
     let lease = Duration::from_millis(1000);
     let compute = Duration::from_millis(3000);
-    let server = RedisServer::start();
-    let (mut procs, _proxies) = replicas(&server, 4, |url| ScriptedOptions {
-        ns: "long".into(),
-        lock_timeout: lease,
-        ..ScriptedOptions::new(url)
-    })
-    .await;
+    let (_server, mut procs, _proxies) = cluster(4, leased("long", lease)).await;
     let t0 = unix_ms() + 500.0;
     for (i, p) in procs.iter_mut().enumerate() {
         // Arrivals before, during, and across several lease lengths of the computation.
@@ -188,10 +215,7 @@ async fn a_computation_three_times_longer_than_its_lease_runs_once() {
     }
     let (results, computations) = quit_all(procs).await;
     let values: BTreeSet<&str> = results.iter().map(|r| r.value.as_str()).collect();
-    let finished = results
-        .iter()
-        .map(|r| r.started_unix_ms + r.elapsed_ms)
-        .fold(0.0, f64::max);
+    let finished = last_answer(&results);
     let slowest_after_store = finished - (t0 + compute.as_millis() as f64);
     eprintln!(
         "FIGURE long computation ({} ms, lease {} ms): {} computations, slowest caller {:.1} ms, last answer {slowest_after_store:.1} ms after the computation could end",
@@ -212,13 +236,8 @@ async fn a_computation_three_times_longer_than_its_lease_runs_once() {
 /// A computation that started before an invalidation (or a `set`) must never be served after
 /// it returned: the revoked lease refuses its store, and in-process followers look again.
 async fn mid_flight(set_instead: bool) {
-    let server = RedisServer::start();
     let compute = Duration::from_millis(800);
-    let (mut procs, _proxies) = replicas(&server, 2, |url| ScriptedOptions {
-        ns: "midflight".into(),
-        ..ScriptedOptions::new(url)
-    })
-    .await;
+    let (server, mut procs, _proxies) = cluster(2, named("midflight")).await;
     let direct = Cache::builder("midflight")
         .exp(Duration::from_secs(60))
         .lock_timeout(Duration::from_secs(1))
@@ -296,13 +315,7 @@ async fn set_during_a_computation_wins() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_holder_killed_mid_computation_is_taken_over_once() {
     let lease = Duration::from_millis(1000);
-    let server = RedisServer::start();
-    let (mut procs, _proxies) = replicas(&server, 3, |url| ScriptedOptions {
-        ns: "killed".into(),
-        lock_timeout: lease,
-        ..ScriptedOptions::new(url)
-    })
-    .await;
+    let (_server, mut procs, _proxies) = cluster(3, leased("killed", lease)).await;
     procs[0]
         .call("doomed", "k", 4, Duration::from_secs(30), false, unix_ms())
         .await;
@@ -317,10 +330,7 @@ async fn a_holder_killed_mid_computation_is_taken_over_once() {
     dead.results.clear();
     let (results, computations) = quit_all(procs).await;
     let values: BTreeSet<&str> = results.iter().map(|r| r.value.as_str()).collect();
-    let last = results
-        .iter()
-        .map(|r| r.started_unix_ms + r.elapsed_ms)
-        .fold(0.0, f64::max);
+    let last = last_answer(&results);
     eprintln!(
         "FIGURE holder SIGKILLed (lease {} ms): {} takeover computations, all {} waiters answered {:.1} ms after the kill",
         lease.as_millis(),
@@ -328,7 +338,11 @@ async fn a_holder_killed_mid_computation_is_taken_over_once() {
         results.len(),
         last - killed_at
     );
-    assert_eq!(computations.len(), 1, "exactly one takeover: {computations:?}");
+    assert_eq!(
+        computations.len(),
+        1,
+        "exactly one takeover: {computations:?}"
+    );
     assert_eq!(values.len(), 1);
     assert!(results.iter().all(|r| r.ok));
     assert_eq!(results.len(), 16);
@@ -339,13 +353,11 @@ async fn a_holder_killed_mid_computation_is_taken_over_once() {
 async fn a_frozen_redis_costs_each_call_at_most_one_timeout_and_caching_resumes() {
     let command_timeout = Duration::from_millis(200);
     let compute = Duration::from_millis(10);
-    let server = RedisServer::start();
-    let (mut procs, _proxies) = replicas(&server, 2, |url| ScriptedOptions {
-        ns: "frozen".into(),
+    let options = ScriptedOptions {
         command_timeout,
-        ..ScriptedOptions::new(url)
-    })
-    .await;
+        ..named("frozen")
+    };
+    let (server, mut procs, _proxies) = cluster(2, options).await;
     // Warm the key, then call it every 50 ms from both replicas for 6 s; Redis is frozen
     // (SIGSTOP) from 1 s to 4 s.
     let t0 = unix_ms() + 300.0;
@@ -396,7 +408,10 @@ async fn a_frozen_redis_costs_each_call_at_most_one_timeout_and_caching_resumes(
         during.max
     );
     assert!(!tail.is_empty());
-    assert!(tail_hits * 2 >= tail.len(), "caching resumed after the freeze");
+    assert!(
+        tail_hits * 2 >= tail.len(),
+        "caching resumed after the freeze"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -63,6 +63,9 @@
 //! long); `ATOMCACHE_SCHEDULE_BASE=n` explores another family of seeds (the default is fixed,
 //! so a run is repeatable). A replay is exact up to tokio's random tie-breaking in `select!`.
 
+// `k` is a key's index into several per-key tables at once (shape, plans, stores).
+#![allow(clippy::needless_range_loop)]
+
 use std::fmt::Write as _;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -1617,6 +1620,7 @@ impl Books {
     /// A call with `token` that needs the lease (renew, store, release) reached the store at
     /// `now` and was `accepted` or not. Accepted ⇔ the lease is current and has not lapsed.
     /// `extend`: a renewal's new lifetime; `ends`: how an accepted call ends the lease.
+    #[allow(clippy::too_many_arguments)] // one record of the store's books, field by field
     fn holder_call(
         &self,
         key: usize,

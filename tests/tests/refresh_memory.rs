@@ -4,6 +4,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use atomcache_tests::support::assert_unchanged;
+
 static CALLS: AtomicU64 = AtomicU64::new(0);
 
 /// Computation 2 panics, computation 3 returns `Err`; the others succeed with their number.
@@ -54,11 +56,7 @@ async fn refresh_keeps_the_old_value_through_panics_and_errors() {
     assert_eq!(runtime.refreshers(), 1, "the refresher died");
 
     runtime.shutdown().await;
-    let calls = CALLS.load(Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert_eq!(
-        CALLS.load(Ordering::SeqCst),
-        calls,
-        "refreshing went on after shutdown"
-    );
+    let calls = || CALLS.load(Ordering::SeqCst);
+    let after_shutdown = Duration::from_millis(2500);
+    assert_unchanged(calls, after_shutdown, "refreshing went on after shutdown").await;
 }

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use atomcache::MemoryBackend;
+use atomcache_tests::support::assert_unchanged;
 
 static COMPUTED: AtomicUsize = AtomicUsize::new(0);
 
@@ -29,14 +30,13 @@ async fn dropping_the_runtime_keeps_refreshing_until_shutdown() {
         atomcache::init(MemoryBackend::new()).await,
         Err(atomcache::Error::AlreadyInitialized)
     ));
-    assert!(atomcache::shutdown().await, "the backend was still installed");
-    let stopped_at = COMPUTED.load(Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    assert_eq!(
-        COMPUTED.load(Ordering::SeqCst),
-        stopped_at,
-        "no refresh after shutdown"
+    assert!(
+        atomcache::shutdown().await,
+        "the backend was still installed"
     );
+    let computed = || COMPUTED.load(Ordering::SeqCst);
+    let after_shutdown = Duration::from_millis(1000);
+    assert_unchanged(computed, after_shutdown, "no refresh after shutdown").await;
     assert!(!atomcache::shutdown().await, "nothing installed any more");
     // And init works again.
     let runtime = atomcache::init(MemoryBackend::new()).await.unwrap();
