@@ -446,7 +446,11 @@ impl<T, E: Clone + Send + Sync + 'static> Fallible<T, E> {
                 .err()
                 .map(|err| Arc::new(err.clone()) as SharedFailure)
         },
-        |shared| shared.downcast_ref::<E>().map(|err| Fallible(Err(err.clone()))),
+        |shared| {
+            shared
+                .downcast_ref::<E>()
+                .map(|err| Fallible(Err(err.clone())))
+        },
     );
 }
 
@@ -456,7 +460,11 @@ struct NoneShared;
 impl<T> Optional<T> {
     /// Shares a `None` with the callers that waited on the same computation.
     pub const SHARING: Sharing<Self> = Sharing::new(
-        |out| out.0.is_none().then(|| Arc::new(NoneShared) as SharedFailure),
+        |out| {
+            out.0
+                .is_none()
+                .then(|| Arc::new(NoneShared) as SharedFailure)
+        },
         |shared| shared.is::<NoneShared>().then_some(Optional(None)),
     );
 }

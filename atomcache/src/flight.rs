@@ -191,7 +191,10 @@ mod tests {
             panic!()
         };
         flights.detach("k");
-        assert!(wait(rx).await.is_none(), "followers of a detached flight go round");
+        assert!(
+            wait(rx).await.is_none(),
+            "followers of a detached flight go round"
+        );
         let Joined::Leader(new) = flights.join("k") else {
             panic!("a caller after detach starts a new flight")
         };
@@ -203,7 +206,9 @@ mod tests {
 
     #[test]
     fn a_panicking_leader_lands_a_failure() {
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
         let flights = Flights::default();
         let rx = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let _leader = flights.join("k");
@@ -213,7 +218,9 @@ mod tests {
             std::panic::panic_any(rx)
         }))
         .expect_err("the closure panics");
-        let rx = *rx.downcast::<Slot>().expect("the panic carries the receiver");
+        let rx = *rx
+            .downcast::<Slot>()
+            .expect("the panic carries the receiver");
         assert!(matches!(rt.block_on(wait(rx)), Some(Landing::Failed(None))));
         assert_eq!(flights.len(), 0);
     }

@@ -74,7 +74,12 @@ pub(crate) struct LeaseGuard<'a> {
 }
 
 impl<'a> LeaseGuard<'a> {
-    pub fn new(backend: Arc<dyn Backend>, key: &'a EntryKey, token: &'a str, lease: Duration) -> Self {
+    pub fn new(
+        backend: Arc<dyn Backend>,
+        key: &'a EntryKey,
+        token: &'a str,
+        lease: Duration,
+    ) -> Self {
         LeaseGuard {
             backend: Some(backend),
             key,

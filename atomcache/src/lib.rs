@@ -69,13 +69,13 @@ mod cache;
 pub mod codec;
 mod error;
 mod flight;
-mod id;
 pub mod http;
+mod id;
 pub mod key;
+mod lease;
 mod refresh;
 mod runtime;
 mod stats;
-mod lease;
 mod store;
 
 #[doc(hidden)]
@@ -83,10 +83,10 @@ mod store;
 pub mod __private;
 
 pub use atomcache_macros::cached;
+pub use backend::breaker::BreakerState;
 pub use backend::memory::MemoryBackend;
 #[cfg(feature = "redis")]
 pub use backend::redis::{RedisBackend, RedisBackendBuilder};
-pub use backend::breaker::BreakerState;
 pub use backend::{Backend, Holder, LeaseAttempt, Lookup, Release, Subscription, WakeHub};
 pub use cache::{Cache, CacheBuilder, Entry, DEFAULT_EXP, DEFAULT_LOCK_TIMEOUT};
 #[cfg(feature = "json")]

@@ -263,7 +263,8 @@ impl Store {
                     };
                     match landing {
                         Some(Landing::Value(bytes)) => {
-                            if let Some((_, value)) = self.decode_or_miss::<C, O::Value>(key, &bytes)
+                            if let Some((_, value)) =
+                                self.decode_or_miss::<C, O::Value>(key, &bytes)
                             {
                                 return (O::from_value(value), Some(bytes));
                             }
@@ -333,7 +334,11 @@ impl Store {
                 None => rejected = Some(raw),
             },
             Ok(None) => {}
-            Err(err) => return self.fail_open::<C, O, F, Fut>(key, "get", err, compute).await,
+            Err(err) => {
+                return self
+                    .fail_open::<C, O, F, Fut>(key, "get", err, compute)
+                    .await
+            }
         }
         bump(&self.counters.misses);
 
@@ -348,7 +353,14 @@ impl Store {
         loop {
             let first_replace = std::mem::take(&mut replace);
             let holder = match self
-                .look::<C, O>(key, &token, policy, fresh_since, &mut rejected, first_replace)
+                .look::<C, O>(
+                    key,
+                    &token,
+                    policy,
+                    fresh_since,
+                    &mut rejected,
+                    first_replace,
+                )
                 .await
             {
                 Ok(Look::Hit(out, raw)) => {
@@ -486,14 +498,8 @@ impl Store {
     {
         let guard = LeaseGuard::new(self.backend.clone(), key, token, policy.lock_timeout);
         let started = Instant::now();
-        let (out, lost) = with_renewal(
-            &*self.backend,
-            key,
-            token,
-            policy.lock_timeout,
-            compute(),
-        )
-        .await;
+        let (out, lost) =
+            with_renewal(&*self.backend, key, token, policy.lock_timeout, compute()).await;
         let elapsed = started.elapsed();
         bump(&self.counters.computations);
         let bytes = match out.cacheable().map(|v| encode_entry::<C, _>(v, elapsed)) {
@@ -572,7 +578,11 @@ impl Store {
         bump(&self.counters.backend_errors);
         if matches!(err, Error::Unavailable) {
             // The breaker logged when it opened; one line per call would flood the logs.
-            tracing::debug!(key = key.base(), step, "cache backend unavailable; computing without the cache");
+            tracing::debug!(
+                key = key.base(),
+                step,
+                "cache backend unavailable; computing without the cache"
+            );
         } else {
             tracing::warn!(key = key.base(), step, %err, "cache backend failed; computing without the cache");
         }

@@ -30,14 +30,26 @@ async fn a_value_larger_than_the_decode_limit_is_refused_at_encode_time() {
 #[test]
 fn lifetimes_beyond_what_backends_represent_are_a_config_error() {
     for (exp, lock, wait) in [
-        (Duration::MAX, Duration::from_secs(5), Duration::from_secs(30)),
+        (
+            Duration::MAX,
+            Duration::from_secs(5),
+            Duration::from_secs(30),
+        ),
         (
             Duration::from_secs(101 * 365 * 24 * 3600),
             Duration::from_secs(5),
             Duration::from_secs(30),
         ),
-        (Duration::from_secs(60), Duration::from_secs(5), Duration::MAX),
-        (Duration::from_secs(60), Duration::from_secs(5), Duration::ZERO),
+        (
+            Duration::from_secs(60),
+            Duration::from_secs(5),
+            Duration::MAX,
+        ),
+        (
+            Duration::from_secs(60),
+            Duration::from_secs(5),
+            Duration::ZERO,
+        ),
     ] {
         let built = Cache::builder("limits-config")
             .exp(exp)

@@ -370,12 +370,18 @@ mod tests {
     async fn set_and_invalidate_revoke_a_lease_in_flight() {
         let b = MemoryBackend::new();
         let k = key("r");
-        assert_eq!(b.get_or_lease(&k, "t1", LEASE).await.unwrap(), Lookup::Leased);
+        assert_eq!(
+            b.get_or_lease(&k, "t1", LEASE).await.unwrap(),
+            Lookup::Leased
+        );
         b.set(&k, b"fresh", EXP).await.unwrap();
         assert!(!b.store_leased(&k, "t1", b"stale", EXP).await.unwrap());
         assert_eq!(b.get(&k).await.unwrap().as_deref(), Some(&b"fresh"[..]));
 
-        assert_eq!(b.try_lease(&k, "t2", LEASE).await.unwrap(), LeaseAttempt::Acquired);
+        assert_eq!(
+            b.try_lease(&k, "t2", LEASE).await.unwrap(),
+            LeaseAttempt::Acquired
+        );
         b.invalidate(&k).await.unwrap();
         assert!(!b.store_leased(&k, "t2", b"stale", EXP).await.unwrap());
         assert_eq!(b.get(&k).await.unwrap(), None);
@@ -385,12 +391,18 @@ mod tests {
     async fn a_failure_is_remembered_for_the_next_holders_waiters() {
         let b = MemoryBackend::new();
         let k = key("f");
-        assert_eq!(b.get_or_lease(&k, "t1", LEASE).await.unwrap(), Lookup::Leased);
+        assert_eq!(
+            b.get_or_lease(&k, "t1", LEASE).await.unwrap(),
+            Lookup::Leased
+        );
         let remember = Release::Failed {
             remember: Duration::from_millis(40),
         };
         assert!(b.release_lease(&k, "t1", remember).await.unwrap());
-        assert_eq!(b.get_or_lease(&k, "t2", LEASE).await.unwrap(), Lookup::Leased);
+        assert_eq!(
+            b.get_or_lease(&k, "t2", LEASE).await.unwrap(),
+            Lookup::Leased
+        );
         let Lookup::Held(holder) = b.get_or_lease(&k, "t3", LEASE).await.unwrap() else {
             panic!("t2 holds the lease")
         };
@@ -408,7 +420,10 @@ mod tests {
         let k = key("huge");
         b.set(&k, b"v", Duration::MAX).await.unwrap();
         assert!(b.get(&k).await.unwrap().is_some());
-        assert_eq!(b.try_lease(&k, "t", Duration::MAX).await.unwrap(), LeaseAttempt::Acquired);
+        assert_eq!(
+            b.try_lease(&k, "t", Duration::MAX).await.unwrap(),
+            LeaseAttempt::Acquired
+        );
         assert!(b.renew_lease(&k, "t", Duration::MAX).await.unwrap());
     }
 

@@ -117,8 +117,12 @@ pub trait Backend: Send + Sync + 'static {
     /// for `lease` unless another caller holds it; otherwise describes the holder. A lease
     /// without an expiry (written by something else) is given one of `lease`, so it cannot
     /// block anyone for longer.
-    async fn get_or_lease(&self, key: &EntryKey, token: &str, lease: Duration)
-        -> Result<Lookup, Error>;
+    async fn get_or_lease(
+        &self,
+        key: &EntryKey,
+        token: &str,
+        lease: Duration,
+    ) -> Result<Lookup, Error>;
 
     /// Takes the lease whether or not a value is stored (a refresh of a value that is still
     /// served). Same rules as [`get_or_lease`](Backend::get_or_lease) otherwise.
@@ -131,8 +135,12 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Extends the lease to `lease` from now if `token` still holds it. Returns whether it did;
     /// `false` means the lease was revoked or lapsed, and a store with it will be refused.
-    async fn renew_lease(&self, key: &EntryKey, token: &str, lease: Duration)
-        -> Result<bool, Error>;
+    async fn renew_lease(
+        &self,
+        key: &EntryKey,
+        token: &str,
+        lease: Duration,
+    ) -> Result<bool, Error>;
 
     /// In one atomic step, only if `token` still holds the lease: stores the value with its
     /// expiry, ends the lease, forgets any remembered failure and wakes the waiters. Returns

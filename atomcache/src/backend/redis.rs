@@ -353,8 +353,7 @@ fn tcp_settings(command_timeout: Duration) -> TcpSettings {
         .set_nodelay(true)
         .set_keepalive(keepalive);
     #[cfg(any(target_os = "android", target_os = "fuchsia", target_os = "linux"))]
-    let settings =
-        settings.set_user_timeout((command_timeout * 4).max(Duration::from_secs(5)));
+    let settings = settings.set_user_timeout((command_timeout * 4).max(Duration::from_secs(5)));
     #[cfg(not(any(target_os = "android", target_os = "fuchsia", target_os = "linux")))]
     let _ = command_timeout;
     settings
