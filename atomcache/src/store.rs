@@ -249,13 +249,15 @@ impl Store {
             Some(_) => Cow::Owned(format!("{}!fresh", key.base())),
         };
         // Followers are bounded by `max_wait` too: their leader may be the lease holder, whose
-        // computation can outlive it.
-        let deadline = Instant::now() + policy.max_wait;
+        // computation can outlive it. (Read the clock only when following: not on a hit.)
+        let mut deadline: Option<Instant> = None;
         loop {
             let guard = match self.flights.join(&flight_key) {
                 Joined::Leader(guard) => guard,
                 Joined::Follower(rx) => {
                     bump(&self.counters.coalesced);
+                    let deadline =
+                        *deadline.get_or_insert_with(|| Instant::now() + policy.max_wait);
                     let Ok(landing) = tokio::time::timeout_at(deadline, flight::wait(rx)).await
                     else {
                         self.gave_up(key, policy);

@@ -178,24 +178,29 @@ impl Breaker {
     where
         F: Future<Output = Result<T, Error>>,
     {
+        let ticket = self.ticket()?;
+        let result = call.await;
+        ticket.settle(&result, unhealthy);
+        result
+    }
+
+    /// The admission of one call, for a caller that awaits the call itself (no future wraps
+    /// it, so the hot path moves nothing): `Err(Error::Unavailable)` when rejected. Settle the
+    /// ticket with the call's result; a ticket dropped unsettled (a cancelled call) frees the
+    /// probe slot and counts as nothing.
+    pub fn ticket(&self) -> Result<Ticket<'_>, Error> {
         if self.config.threshold == 0 {
-            return call.await;
+            return Ok(Ticket::Free);
         }
         match self.admit() {
-            Admission::Closed { generation } => {
-                let result = call.await;
-                self.record_closed(generation, answered(&result, unhealthy));
-                result
-            }
-            Admission::Probe => {
-                let probe = ProbeGuard {
-                    breaker: self,
-                    armed: true,
-                };
-                let result = call.await;
-                probe.finish(answered(&result, unhealthy));
-                result
-            }
+            Admission::Closed { generation } => Ok(Ticket::Closed {
+                breaker: self,
+                generation,
+            }),
+            Admission::Probe => Ok(Ticket::Probe(ProbeGuard {
+                breaker: self,
+                armed: true,
+            })),
             Admission::Rejected => Err(Error::Unavailable),
         }
     }
@@ -365,8 +370,35 @@ fn answered<T>(result: &Result<T, Error>, unhealthy: fn(&Error) -> bool) -> bool
     }
 }
 
+/// One admitted call; see [`Breaker::ticket`].
+pub(crate) enum Ticket<'a> {
+    /// The breaker is disabled (threshold 0).
+    Free,
+    /// Admitted while closed, in this generation.
+    Closed {
+        breaker: &'a Breaker,
+        generation: u64,
+    },
+    /// The probe.
+    Probe(ProbeGuard<'a>),
+}
+
+impl Ticket<'_> {
+    /// Records the outcome of the admitted call.
+    pub fn settle<T>(self, result: &Result<T, Error>, unhealthy: fn(&Error) -> bool) {
+        match self {
+            Ticket::Free => {}
+            Ticket::Closed {
+                breaker,
+                generation,
+            } => breaker.record_closed(generation, answered(result, unhealthy)),
+            Ticket::Probe(probe) => probe.finish(answered(result, unhealthy)),
+        }
+    }
+}
+
 /// Holds the probe slot; releases it if the probe is dropped before it finishes.
-struct ProbeGuard<'a> {
+pub(crate) struct ProbeGuard<'a> {
     breaker: &'a Breaker,
     armed: bool,
 }

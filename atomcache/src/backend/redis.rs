@@ -604,19 +604,17 @@ impl Backend for RedisBackend {
         // The hot path: no timer of our own. The connection manager bounds it already — one
         // connection attempt (no retries) within the connect timeout, then the response within
         // the command timeout — and a timer registration costs a fifth of a hit's own CPU.
+        // The breaker's ticket instead of `Breaker::call`: no future wraps the query, so
+        // nothing large is moved on the hot path.
+        let ticket = self.inner.breaker.ticket()?;
         let mut conn = self.conn();
-        self.inner
-            .breaker
-            .call(
-                async move {
-                    Ok(redis::cmd("GET")
-                        .arg(key.value())
-                        .query_async::<Option<Vec<u8>>>(&mut conn)
-                        .await?)
-                },
-                unhealthy,
-            )
+        let result = redis::cmd("GET")
+            .arg(key.value())
+            .query_async::<Option<Vec<u8>>>(&mut conn)
             .await
+            .map_err(Error::from);
+        ticket.settle(&result, unhealthy);
+        result
     }
 
     async fn get_or_lease(
