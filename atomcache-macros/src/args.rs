@@ -154,7 +154,7 @@ impl Parse for Args {
             } else if lookahead.peek(kw::codec) {
                 let keyword: kw::codec = input.parse()?;
                 input.parse::<Token![=]>()?;
-                let codec: Type = input.parse()?;
+                let codec = parse_codec(input)?;
                 set_once(&mut args.codec, codec, keyword.span, "codec")?;
             } else if lookahead.peek(kw::invalidate) {
                 let keyword: kw::invalidate = input.parse()?;
@@ -212,6 +212,30 @@ fn parse_str(input: ParseStream<'_>, name: &str, example: &str) -> syn::Result<L
             format!("`{name}` takes a string literal, e.g. `{example}`"),
         )),
     }
+}
+
+/// `= atomcache::Json`: a type. A string (`codec = "json"`) or anything else that is not one
+/// is an error saying which types fit.
+fn parse_codec(input: ParseStream<'_>) -> syn::Result<Type> {
+    const TYPES: &str = "`atomcache::Json` (feature `json`) or `atomcache::Bincode` (the default)";
+    if input.peek(Lit) {
+        let lit: Lit = input.parse()?;
+        let what = if matches!(lit, Lit::Str(_)) {
+            "a string"
+        } else {
+            "a literal"
+        };
+        return Err(syn::Error::new(
+            lit.span(),
+            format!("`codec` takes a type, not {what}: {TYPES}, e.g. `codec = atomcache::Json`"),
+        ));
+    }
+    input.parse::<Type>().map_err(|error| {
+        syn::Error::new(
+            error.span(),
+            format!("`codec` takes a type: {TYPES}, e.g. `codec = atomcache::Json`"),
+        )
+    })
 }
 
 fn parse_invalidate(input: ParseStream<'_>) -> syn::Result<InvalidateArg> {
@@ -465,6 +489,11 @@ mod tests {
         assert!(err(quote::quote!(auto_refresh = true)).contains("flag"));
         assert!(err(quote::quote!(skip = a)).contains("skip(db, client)"));
         assert!(err(quote::quote!(invalidate = true)).contains("companion's name"));
+        assert!(
+            err(quote::quote!(codec = "json")).starts_with("`codec` takes a type, not a string")
+        );
+        assert!(err(quote::quote!(codec = 1)).starts_with("`codec` takes a type, not a literal"));
+        assert!(err(quote::quote!(codec = +)).contains("`atomcache::Bincode`"));
         assert!(err(quote::quote!(invalidate = "not an ident")).contains("companion's name"));
     }
 

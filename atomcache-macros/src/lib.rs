@@ -39,7 +39,7 @@ mod validate;
 /// | `lock_timeout = 5` or `lock_timeout = "500ms"` | How fast a dead holder is noticed: the caller computing the value holds a lease of this length and renews it every third of it while it computes, so a computation may run longer than `lock_timeout`; if the holder dies, one waiter takes over once the lease lapses. Default 5 s. Must be shorter than `exp`. |
 /// | `max_wait = 30` or `max_wait = "2m"` | The longest a caller waits for another caller's computation (the lease holder's, in any replica) before it computes the value itself, without the cache. Default 30 s. |
 /// | `auto_refresh` | Recompute the value in the background before it expires, so readers never see a miss. Zero-argument functions only. |
-/// | `namespace = "users"` | The namespace of the entries. Default: the module path and the function's name (`my_app::api::resources`). |
+/// | `namespace = "users"` | The namespace of the entries. Default: the module path and the function's name (`my_app::api::resources`). Two functions of a program never share one: when they would (same-named functions nested in two functions of one module, same-named associated functions without `self` of two types, one `namespace` given twice), `atomcache::init` fails with `Error::NamespaceCollision` naming both (file and line), and their calls bypass the cache until one gets its own `namespace`. |
 /// | `key = <expr>` | Build the id from this expression of the arguments (any `Serialize` value) instead of from the arguments. |
 /// | `skip(a, b)` | Leave these arguments (clients, pools, handles; `self`) out of the id. |
 /// | `cache_none` | For `Option<T>`: store `None` too. |
@@ -49,7 +49,12 @@ mod validate;
 /// Every option is checked at compile time, with an error at the offending token: a missing
 /// `exp`, a duration of zero or longer than 100 years, a `lock_timeout` not shorter than `exp`
 /// (mind the 5 s default: `exp = 5` alone is an error), unknown or repeated options, a `skip`
-/// that names no argument.
+/// that names no argument (or a name bound inside a destructured one), an empty `skip()`, a
+/// `codec` that is not a type (`codec = "json"` instead of `codec = atomcache::Json`), a method
+/// rewritten by `#[async_trait]`. A `<name>_invalidate` of your own beside a cached `name`
+/// clashes with the companion (rustc: "the name `name_invalidate` is defined multiple times",
+/// at the attribute): rename the companion (`invalidate = "forget_name"`) or leave it out
+/// (`invalidate = false`).
 ///
 /// # The cache id
 ///
@@ -57,7 +62,8 @@ mod validate;
 /// (`42`, `"ada"`), several as an array (`[0,20]`), none as `null`. JSON is the same in every
 /// replica of a build, and readable in `redis-cli`. Every argument must implement
 /// `serde::Serialize` (references such as `&str`, `&[T]` and `&MyStruct` are fine), unless it
-/// is skipped.
+/// is skipped. An argument under `#[cfg(..)]` (or `#[cfg_attr(..)]`) is part of the id, and of
+/// the companion, only when it is configured in.
 ///
 /// JSON writes `None`, `()`, NaN and ±infinity all as `null`, so an id whose JSON holds a
 /// `null` that is not a plain `()` ends in `~` and what each `null` stands for, in order:
@@ -80,14 +86,20 @@ mod validate;
 ///
 /// | returns | stored | returned without storing |
 /// |---|---|---|
-/// | `T` | every value | — |
-/// | `Result<T, E>` | `Ok(T)` | `Err(E)`; the lease is released at once; callers waiting on the same computation in this process get a clone of the `Err` when `E: Clone + Send + Sync + 'static` (otherwise each runs its own attempt), waiters in other replicas run their own attempt instead of queueing |
-/// | `Option<T>` | `Some(T)` | `None` (store it too with `cache_none`) |
+/// | any other `T` | every value | — |
+/// | `Result<T, E>`, or an alias of it | `Ok(T)` | `Err(E)`; the lease is released at once; callers waiting on the same computation in this process get a clone of the `Err` when `E: Clone + Send + Sync + 'static` (otherwise each runs its own attempt), waiters in other replicas run their own attempt instead of queueing |
+/// | `Option<T>`, or an alias of it | `Some(T)` | `None` (store it too with `cache_none`) |
 ///
-/// The kind is chosen by the last segment of the return type's path, so `io::Result<T>` and
-/// `anyhow::Result<T>` count as results. The stored `T` must implement `Serialize +
-/// DeserializeOwned + Send + 'static`; `E` needs nothing. `return` and `?` work in the body as
-/// in any function.
+/// `Result` and `Option` are recognised by type, not by name: `io::Result<T>`,
+/// `anyhow::Result<T>` and your own aliases (`type Res<T> = Result<T, MyError>`,
+/// `type Maybe<T> = Option<T>`) count, and a type of yours that is merely named `Result` is a
+/// plain `T`. The stored `T` must implement `atomcache::CacheValue` (`Serialize +
+/// DeserializeOwned + Send + 'static`); `E` needs nothing. `cache_none` requires (by type too)
+/// that the function returns an `Option`. `return` and `?` work in the body as in any function.
+///
+/// A cached value is read back from the store, so it owns its data: a return type that borrows
+/// (`&'static str`, `Cow<'a, str>`, `Item<'static>` with borrowed fields) is an error at that
+/// type, which names the owned type to return instead (`String`).
 ///
 /// # The `_invalidate` companion
 ///
@@ -126,14 +138,15 @@ mod validate;
 ///
 /// Supported: the id starts with the names of the type parameters
 /// (`std::any::type_name`) and the values of the const parameters, so `load::<A>` and
-/// `load::<B>` never share entries. Lifetime parameters are not part of the id. The value type
-/// needs the bounds of a cached value in the `where` clause:
+/// `load::<B>` never share entries. Lifetime parameters are not part of the id. A generic value
+/// type needs the bound `atomcache::CacheValue` (`Serialize + DeserializeOwned + Send +
+/// 'static`), a generic argument `atomcache::CacheArg` (`Serialize`):
 ///
 /// ```ignore
 /// #[atomcache::cached(exp = 60)]
 /// async fn config<T>(name: &str) -> Option<T>
 /// where
-///     T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static,
+///     T: atomcache::CacheValue,
 /// { /* id: `["my_app::Limits","api"]` */ }
 ///
 /// config_invalidate::<Limits>("api").await?;
@@ -161,13 +174,17 @@ mod validate;
 /// - The function must be an `async fn` with a body, so not in a trait definition. In a trait
 ///   `impl`, add `invalidate = false`: the companion cannot be declared there (rustc says
 ///   "method `find_invalidate` is not a member of trait"). Under `#[async_trait]` the method is
-///   no longer `async` when `#[cached]` sees it: cache a free function and call it from the
-///   method instead.
-/// - Destructured arguments (`(a, b): (u32, u32)`) are part of the id as a whole; a `key`
-///   expression cannot name their parts.
+///   no longer `async` when `#[cached]` sees it, whatever the order of the attributes
+///   (`#[async_trait]` is on the impl, which expands first), and `#[cached]` rejects it: use a
+///   native `async fn` in the trait (Rust 1.75+) instead, or, for a `dyn` trait, cache an
+///   inherent method or a free function and call it from the trait method.
+/// - Destructured arguments (`(a, b): (u32, u32)`) are part of the id as a whole: `skip` cannot
+///   name their parts (name the argument and destructure it in the body to skip it), nor can a
+///   `key` expression.
 /// - Two associated functions without `self` and without `Self` in their signature, with the
-///   same name, in two `impl` blocks of one module, share the default namespace: give one a
-///   `namespace`.
+///   same name, in two `impl` blocks of one module, share the default namespace, as do two
+///   same-named functions nested in two functions of one module: `atomcache::init` reports it
+///   (`Error::NamespaceCollision`) and their calls bypass the cache; give one a `namespace`.
 #[proc_macro_attribute]
 pub fn cached(args: TokenStream, item: TokenStream) -> TokenStream {
     cached_impl(args.into(), item.into()).into()
@@ -177,7 +194,14 @@ fn cached_impl(
     args: proc_macro2::TokenStream,
     item: proc_macro2::TokenStream,
 ) -> proc_macro2::TokenStream {
-    let func: item::CachedFn = match syn::parse2(item.clone()) {
+    let parsed = syn::parse2::<item::CachedFn>(item.clone()).or_else(|error| {
+        // `unsafe async fn`: rustc has already said that `async` comes first; expand the
+        // function as rustc read it, so that this error is the only one.
+        item::with_qualifiers_in_order(item.clone())
+            .and_then(|item| syn::parse2(item).ok())
+            .ok_or(error)
+    });
+    let func = match parsed {
         Ok(func) => func,
         Err(error) => {
             let error = syn::Error::new(

@@ -40,6 +40,43 @@ pub enum Error {
     /// A value could not be encoded, or stored bytes could not be decoded.
     #[error("codec error: {0}")]
     Codec(#[from] crate::codec::CodecError),
+    /// Two `#[cached]` functions of the program have the same namespace, so they would read
+    /// each other's values: same-named functions nested in two functions of one module,
+    /// same-named associated functions without `self` of two types, or one
+    /// `namespace = ".."` given twice. Returned by [`init`](crate::init) and
+    /// [`Runtime::detached`](crate::Runtime::detached); the message names the namespace and
+    /// each function with its file and line. Until one of them gets its own
+    /// `namespace = ".."`, the colliding functions bypass the cache (their body runs on every
+    /// call, their `_invalidate` companion does nothing) and the first such call logs the
+    /// message through `tracing::error!`.
+    ///
+    /// ```
+    /// mod users {
+    ///     #[atomcache::cached(exp = 60, namespace = "users")]
+    ///     pub async fn name(id: u32) -> String {
+    ///         format!("user {id}")
+    ///     }
+    /// }
+    /// mod teams {
+    ///     #[atomcache::cached(exp = 60, namespace = "users")] // copied: should be "teams"
+    ///     pub async fn name(id: u32) -> String {
+    ///         format!("team {id}")
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let err = atomcache::init(atomcache::MemoryBackend::new()).await.unwrap_err();
+    /// assert!(matches!(err, atomcache::Error::NamespaceCollision(_)));
+    /// let message = err.to_string();
+    /// assert!(message.contains("same namespace `users`"), "{message}");
+    /// assert!(message.contains("give one of them its own `namespace = \"..\"`"));
+    /// // Never the other one's value: both bypass the cache.
+    /// assert_eq!(users::name(1).await, "user 1");
+    /// assert_eq!(teams::name(1).await, "team 1");
+    /// # }
+    /// ```
+    #[error("namespace collision: {0}")]
+    NamespaceCollision(String),
 }
 
 impl Error {

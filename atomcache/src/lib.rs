@@ -73,10 +73,12 @@ pub mod http;
 mod id;
 pub mod key;
 mod lease;
+mod namespaces;
 mod refresh;
 mod runtime;
 mod stats;
 mod store;
+mod value;
 
 #[doc(hidden)]
 #[path = "private.rs"]
@@ -97,3 +99,4 @@ pub use key::EntryKey;
 pub use runtime::{init, shutdown, Runtime};
 pub use stats::Stats;
 pub use store::Outcome;
+pub use value::{CacheArg, CacheValue};

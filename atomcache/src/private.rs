@@ -2,9 +2,10 @@
 
 use std::future::Future;
 use std::marker::PhantomData;
+use std::sync::atomic::AtomicU8;
 use std::time::{Duration, Instant};
 
-use serde::{de::DeserializeOwned, Serialize};
+use serde::Serialize;
 
 pub use crate::cache::{Fallible, Optional, Plain};
 use crate::codec::{encode_entry, Codec};
@@ -16,6 +17,7 @@ use crate::{Bincode, Error};
 pub use inventory;
 pub use serde;
 
+pub use crate::namespaces::NamespaceClaim;
 pub use crate::refresh::{AutoRefresh, Recompute, RefreshSpec};
 
 /// The settings of one `#[cached]` function, as a `static`.
@@ -23,6 +25,9 @@ pub struct Spec<C: Codec = Bincode> {
     namespace: &'static str,
     policy: Policy,
     codec: PhantomData<fn() -> C>,
+    /// Whether another function claims the namespace (see `crate::namespaces`), looked up on
+    /// the first call.
+    collision: AtomicU8,
 }
 
 impl<C: Codec> Spec<C> {
@@ -36,6 +41,7 @@ impl<C: Codec> Spec<C> {
                 max_wait: crate::store::DEFAULT_MAX_WAIT,
             },
             codec: PhantomData,
+            collision: AtomicU8::new(crate::namespaces::UNKNOWN),
         }
     }
 
@@ -49,29 +55,16 @@ impl<C: Codec> Spec<C> {
     pub fn namespace(&self) -> &'static str {
         self.namespace
     }
+
+    /// Whether another `#[cached]` function claims this namespace: the calls then bypass the
+    /// cache (one atomic load after the first call).
+    fn collides(&self) -> bool {
+        crate::namespaces::collides(self.namespace, &self.collision)
+    }
 }
 
-/// Values a `#[cached]` function can return (the cached part of `T`, `Result<T, _>`, `Option<T>`).
-#[diagnostic::on_unimplemented(
-    message = "`{Self}` cannot be cached: a #[cached] value must be `Serialize + DeserializeOwned + Send + 'static`",
-    label = "the value this function stores",
-    note = "derive `serde::Serialize` and `serde::Deserialize` for it; it must also be `Send` and own its data (no borrowed fields)"
-)]
-pub trait CacheValue: Serialize + DeserializeOwned + Send + 'static {}
-// Report the missing bound as this trait's message, not serde's.
-#[diagnostic::do_not_recommend]
-impl<T: Serialize + DeserializeOwned + Send + 'static> CacheValue for T {}
-
-/// Arguments that make up a cache id.
-#[diagnostic::on_unimplemented(
-    message = "`{Self}` cannot be part of a cache id: #[cached] arguments must implement `Serialize`",
-    label = "this argument must implement serde's `Serialize`",
-    note = "derive `serde::Serialize`, leave the argument out with `skip(..)`, or give a `key = ..` expression"
-)]
-pub trait CacheArg: Serialize {}
-// Report the missing bound as this trait's message, not serde's.
-#[diagnostic::do_not_recommend]
-impl<T: Serialize + ?Sized> CacheArg for T {}
+/// The public bounds, under the paths the generated code uses.
+pub use crate::value::{CacheArg, CacheValue};
 
 /// Builds the cache id from the (non-skipped) arguments: their JSON encoding, which is the same
 /// in every replica of the same build, followed by what its `null`s stand for when one is not a
@@ -147,7 +140,9 @@ async fn run<C: Codec, O: Outcome, Fut: Future<Output = O>>(
     sharing: Sharing<O>,
     fut: Fut,
 ) -> O {
-    let Some(id) = id else { return fut.await };
+    let Some(id) = id.filter(|_| !spec.collides()) else {
+        return fut.await; // no id, or a namespace another function claims too
+    };
     let store = current_store();
     let key = store.key(spec.namespace, &id);
     store
@@ -155,46 +150,271 @@ async fn run<C: Codec, O: Outcome, Fut: Future<Output = O>>(
         .await
 }
 
-/// Chooses how a `Result` function shares its `Err` with the callers that waited on the same
-/// computation: autoref specialisation on the declared return type, so an error type that is
-/// `Clone + Send + Sync + 'static` is shared, any other is not (each such caller then runs its
-/// own attempt). The macro emits `(&Probe::<Ret>::new()).sharing()` with both traits in scope.
-pub struct Probe<R>(PhantomData<fn() -> R>);
+/// Chooses what a `#[cached]` function stores by its declared return type `R`, as a type (so
+/// aliases such as `type Res<T> = Result<T, MyError>` are seen through, and a user type named
+/// `Result` is a plain value). Autoref specialisation: the macro emits
+/// `(&&&Dispatch::<R>::new()).call(..)` (and `.recompute(..)` for `auto_refresh`) with the four
+/// `Via*` traits in scope, and method resolution takes the first level whose impl applies:
+///
+/// 1. [`ViaSharedErr`], on `&&Dispatch<Result<T, E>>` with `E: Clone + Send + Sync + 'static`:
+///    only `Ok` is stored; an `Err` is shared with the callers waiting on the same computation;
+/// 2. [`ViaResult`], on `&Dispatch<Result<T, E>>` (only `Ok` is stored; each waiter runs its own
+///    attempt after an `Err`), and [`ViaOption`], on `&Dispatch<Option<T>>` (only `Some` is
+///    stored; a `None` is shared);
+/// 3. [`ViaPlain`], on `Dispatch<R>`: every value is stored.
+///
+/// The impls look at the shape of `R` only (and level 1 at `E`): the bounds on the stored value
+/// (`T: CacheValue`) are on the methods, so a value that cannot be cached is reported as such, at
+/// its `T`, instead of moving the call to another level. The macro calls `check_value` first, so
+/// that rustc reports that bound there rather than on `call`'s opaque future type.
+pub struct Dispatch<R>(PhantomData<fn() -> R>);
 
-impl<R> Probe<R> {
-    /// The probe for return type `R`.
+impl<R> Dispatch<R> {
+    /// The dispatch for return type `R`.
     #[allow(clippy::new_without_default)]
     pub const fn new() -> Self {
-        Probe(PhantomData)
+        Dispatch(PhantomData)
+    }
+
+    /// Checks, by type, that a `cache_none` function returns an `Option` (the macro calls it,
+    /// spanned at the flag, so the error points there).
+    pub fn cache_none(&self)
+    where
+        R: CacheNone,
+    {
     }
 }
 
-/// Picked when the error type can be shared.
-pub trait ShareErr<T, E> {
-    /// The sharing of `Result<T, E>`.
-    fn sharing(&self) -> Sharing<Fallible<T, E>>;
+/// Level 1: `Result<T, E>` whose `Err` can be shared (see [`Dispatch`]).
+pub trait ViaSharedErr<T, E> {
+    /// Requires the stored value's bounds, alone: the macro calls it before [`call`](Self::call),
+    /// so that rustc reports a value that cannot be cached here (once: the same bound of
+    /// `call`, at the same place, is then not reported again).
+    fn check_value(&self)
+    where
+        T: CacheValue,
+    {
+    }
+
+    /// The cached call: only `Ok` is stored, an `Err` is shared with the waiters.
+    fn call<C, Fut>(
+        &self,
+        spec: &'static Spec<C>,
+        id: Option<String>,
+        fut: Fut,
+    ) -> impl Future<Output = Result<T, E>>
+    where
+        C: Codec,
+        T: CacheValue,
+        Fut: Future<Output = Result<T, E>>;
+
+    /// The auto-refresh recomputation (`Err` keeps the old value).
+    fn recompute<C, Fut>(&self, spec: &'static Spec<C>, fut: Fut) -> Recompute
+    where
+        C: Codec,
+        T: CacheValue,
+        Fut: Future<Output = Result<T, E>> + Send + 'static;
 }
 
-impl<T, E: Clone + Send + Sync + 'static> ShareErr<T, E> for Probe<Result<T, E>> {
-    fn sharing(&self) -> Sharing<Fallible<T, E>> {
-        Fallible::SHARING
+impl<T, E: Clone + Send + Sync + 'static> ViaSharedErr<T, E> for &&Dispatch<Result<T, E>> {
+    async fn call<C, Fut>(
+        &self,
+        spec: &'static Spec<C>,
+        id: Option<String>,
+        fut: Fut,
+    ) -> Result<T, E>
+    where
+        C: Codec,
+        T: CacheValue,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        run(spec, id, Fallible::SHARING, async { Fallible(fut.await) })
+            .await
+            .0
+    }
+
+    fn recompute<C, Fut>(&self, spec: &'static Spec<C>, fut: Fut) -> Recompute
+    where
+        C: Codec,
+        T: CacheValue,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+    {
+        recompute(spec, async { Fallible(fut.await) })
     }
 }
 
-/// Picked otherwise (one autoref further away).
-pub trait ShareNothing<T, E> {
-    /// No sharing.
-    fn sharing(&self) -> Sharing<Fallible<T, E>>;
+/// Level 2: any other `Result<T, E>` (see [`Dispatch`]).
+pub trait ViaResult<T, E> {
+    /// Requires the stored value's bounds, alone: the macro calls it before [`call`](Self::call),
+    /// so that rustc reports a value that cannot be cached here (once: the same bound of
+    /// `call`, at the same place, is then not reported again).
+    fn check_value(&self)
+    where
+        T: CacheValue,
+    {
+    }
+
+    /// The cached call: only `Ok` is stored; after an `Err`, each waiter runs its own attempt.
+    fn call<C, Fut>(
+        &self,
+        spec: &'static Spec<C>,
+        id: Option<String>,
+        fut: Fut,
+    ) -> impl Future<Output = Result<T, E>>
+    where
+        C: Codec,
+        T: CacheValue,
+        Fut: Future<Output = Result<T, E>>;
+
+    /// The auto-refresh recomputation (`Err` keeps the old value).
+    fn recompute<C, Fut>(&self, spec: &'static Spec<C>, fut: Fut) -> Recompute
+    where
+        C: Codec,
+        T: CacheValue,
+        E: Send + 'static,
+        Fut: Future<Output = Result<T, E>> + Send + 'static;
 }
 
-impl<T, E> ShareNothing<T, E> for &Probe<Result<T, E>> {
-    fn sharing(&self) -> Sharing<Fallible<T, E>> {
-        Sharing::none()
+impl<T, E> ViaResult<T, E> for &Dispatch<Result<T, E>> {
+    async fn call<C, Fut>(
+        &self,
+        spec: &'static Spec<C>,
+        id: Option<String>,
+        fut: Fut,
+    ) -> Result<T, E>
+    where
+        C: Codec,
+        T: CacheValue,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        run(spec, id, Sharing::none(), async { Fallible(fut.await) })
+            .await
+            .0
+    }
+
+    fn recompute<C, Fut>(&self, spec: &'static Spec<C>, fut: Fut) -> Recompute
+    where
+        C: Codec,
+        T: CacheValue,
+        E: Send + 'static,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+    {
+        recompute(spec, async { Fallible(fut.await) })
     }
 }
 
-/// The cached path for a function returning `T`.
-pub async fn call<C, T, Fut>(spec: &'static Spec<C>, id: Option<String>, fut: Fut) -> T
+/// Level 2: `Option<T>` (see [`Dispatch`]).
+pub trait ViaOption<T> {
+    /// Requires the stored value's bounds, alone: the macro calls it before [`call`](Self::call),
+    /// so that rustc reports a value that cannot be cached here (once: the same bound of
+    /// `call`, at the same place, is then not reported again).
+    fn check_value(&self)
+    where
+        T: CacheValue,
+    {
+    }
+
+    /// The cached call: only `Some` is stored; a `None` is shared with the waiters.
+    fn call<C, Fut>(
+        &self,
+        spec: &'static Spec<C>,
+        id: Option<String>,
+        fut: Fut,
+    ) -> impl Future<Output = Option<T>>
+    where
+        C: Codec,
+        T: CacheValue,
+        Fut: Future<Output = Option<T>>;
+
+    /// The auto-refresh recomputation (`None` keeps the old value).
+    fn recompute<C, Fut>(&self, spec: &'static Spec<C>, fut: Fut) -> Recompute
+    where
+        C: Codec,
+        T: CacheValue,
+        Fut: Future<Output = Option<T>> + Send + 'static;
+}
+
+impl<T> ViaOption<T> for &Dispatch<Option<T>> {
+    async fn call<C, Fut>(&self, spec: &'static Spec<C>, id: Option<String>, fut: Fut) -> Option<T>
+    where
+        C: Codec,
+        T: CacheValue,
+        Fut: Future<Output = Option<T>>,
+    {
+        run(spec, id, Optional::SHARING, async { Optional(fut.await) })
+            .await
+            .0
+    }
+
+    fn recompute<C, Fut>(&self, spec: &'static Spec<C>, fut: Fut) -> Recompute
+    where
+        C: Codec,
+        T: CacheValue,
+        Fut: Future<Output = Option<T>> + Send + 'static,
+    {
+        recompute(spec, async { Optional(fut.await) })
+    }
+}
+
+/// Level 3: any other return type, every value stored (see [`Dispatch`]).
+pub trait ViaPlain<R> {
+    /// Requires the stored value's bounds, alone: the macro calls it before [`call`](Self::call),
+    /// so that rustc reports a value that cannot be cached here (once: the same bound of
+    /// `call`, at the same place, is then not reported again).
+    fn check_value(&self)
+    where
+        R: CacheValue,
+    {
+    }
+
+    /// The cached call: every value is stored.
+    fn call<C, Fut>(
+        &self,
+        spec: &'static Spec<C>,
+        id: Option<String>,
+        fut: Fut,
+    ) -> impl Future<Output = R>
+    where
+        C: Codec,
+        R: CacheValue,
+        Fut: Future<Output = R>;
+
+    /// The auto-refresh recomputation.
+    fn recompute<C, Fut>(&self, spec: &'static Spec<C>, fut: Fut) -> Recompute
+    where
+        C: Codec,
+        R: CacheValue,
+        Fut: Future<Output = R> + Send + 'static;
+}
+
+impl<R> ViaPlain<R> for Dispatch<R> {
+    fn call<C, Fut>(
+        &self,
+        spec: &'static Spec<C>,
+        id: Option<String>,
+        fut: Fut,
+    ) -> impl Future<Output = R>
+    where
+        C: Codec,
+        R: CacheValue,
+        Fut: Future<Output = R>,
+    {
+        call_plain(spec, id, fut)
+    }
+
+    fn recompute<C, Fut>(&self, spec: &'static Spec<C>, fut: Fut) -> Recompute
+    where
+        C: Codec,
+        R: CacheValue,
+        Fut: Future<Output = R> + Send + 'static,
+    {
+        recompute_plain(spec, fut)
+    }
+}
+
+/// The cached path that stores every value: [`ViaPlain`], and `cache_none` (which stores a
+/// `None` too) whatever the return type.
+pub async fn call_plain<C, T, Fut>(spec: &'static Spec<C>, id: Option<String>, fut: Fut) -> T
 where
     C: Codec,
     T: CacheValue,
@@ -205,43 +425,21 @@ where
         .0
 }
 
-/// The cached path for a function returning `Result<T, E>`: only `Ok` is stored; `Err` is
-/// shared with the callers that waited on it when `sharing` allows (see [`Probe`]).
-pub async fn call_result<C, T, E, Fut>(
-    spec: &'static Spec<C>,
-    id: Option<String>,
-    sharing: Sharing<Fallible<T, E>>,
-    fut: Fut,
-) -> Result<T, E>
-where
-    C: Codec,
-    T: CacheValue,
-    Fut: Future<Output = Result<T, E>>,
-{
-    run(spec, id, sharing, async { Fallible(fut.await) })
-        .await
-        .0
-}
+/// Return types that `cache_none` applies to: `Option<T>`, however it is spelt.
+#[diagnostic::on_unimplemented(
+    message = "`cache_none` applies to functions returning `Option<T>`: it stores `None` too",
+    label = "`{Self}` is not an `Option`",
+    note = "remove `cache_none`: without it, a `Result` stores its `Ok` only and any other type every value"
+)]
+pub trait CacheNone {}
 
-/// The cached path for a function returning `Option<T>`: only `Some` is stored.
-pub async fn call_option<C, T, Fut>(
-    spec: &'static Spec<C>,
-    id: Option<String>,
-    fut: Fut,
-) -> Option<T>
-where
-    C: Codec,
-    T: CacheValue,
-    Fut: Future<Output = Option<T>>,
-{
-    run(spec, id, Optional::SHARING, async { Optional(fut.await) })
-        .await
-        .0
-}
+impl<T> CacheNone for Option<T> {}
 
 /// Drops the entry of one call (the generated `*_invalidate` companion).
 pub async fn invalidate<C: Codec>(spec: &'static Spec<C>, id: Option<String>) -> Result<(), Error> {
-    let Some(id) = id else { return Ok(()) };
+    let Some(id) = id.filter(|_| !spec.collides()) else {
+        return Ok(()); // a colliding namespace is not cached
+    };
     let store = current_store();
     store.invalidate(&store.key(spec.namespace, &id)).await
 }
@@ -278,7 +476,7 @@ where
     })
 }
 
-/// The auto-refresh recomputation of a function returning `T`.
+/// The auto-refresh recomputation that stores every value (see [`call_plain`]).
 pub fn recompute_plain<C, T, Fut>(spec: &'static Spec<C>, fut: Fut) -> Recompute
 where
     C: Codec,
@@ -286,27 +484,6 @@ where
     Fut: Future<Output = T> + Send + 'static,
 {
     recompute(spec, async { Plain(fut.await) })
-}
-
-/// The auto-refresh recomputation of a function returning `Result<T, E>` (`Err` keeps the old value).
-pub fn recompute_result<C, T, E, Fut>(spec: &'static Spec<C>, fut: Fut) -> Recompute
-where
-    C: Codec,
-    T: CacheValue,
-    E: Send + 'static,
-    Fut: Future<Output = Result<T, E>> + Send + 'static,
-{
-    recompute(spec, async { Fallible(fut.await) })
-}
-
-/// The auto-refresh recomputation of a function returning `Option<T>` (`None` keeps the old value).
-pub fn recompute_option<C, T, Fut>(spec: &'static Spec<C>, fut: Fut) -> Recompute
-where
-    C: Codec,
-    T: CacheValue,
-    Fut: Future<Output = Option<T>> + Send + 'static,
-{
-    recompute(spec, async { Optional(fut.await) })
 }
 
 #[cfg(test)]

@@ -40,6 +40,10 @@ pub(crate) fn current_store() -> Arc<Store> {
 /// [`Error::AlreadyInitialized`] and leaves the installed backend in place; shut it down first
 /// to switch backends.
 ///
+/// Fails with [`Error::NamespaceCollision`], installing nothing, when two `#[cached]`
+/// functions linked into the program have the same namespace (they would read each other's
+/// values; until fixed, they bypass the cache).
+///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), atomcache::Error> {
 /// let runtime = atomcache::init(atomcache::MemoryBackend::new()).await?;
@@ -52,6 +56,7 @@ pub(crate) fn current_store() -> Arc<Store> {
 /// # Ok(()) }
 /// ```
 pub async fn init(backend: impl Backend) -> Result<Runtime, Error> {
+    crate::namespaces::check()?;
     let store = new_store(backend)?;
     let mut installed = INSTALLED.write().unwrap_or_else(|e| e.into_inner());
     if installed.is_some() {
@@ -172,8 +177,10 @@ impl Runtime {
     /// # Ok(()) }
     /// ```
     ///
-    /// Fails only when the backend's key prefix is invalid (contains `{` or `}`).
+    /// Fails when the backend's key prefix is invalid (contains `{` or `}`), and with
+    /// [`Error::NamespaceCollision`] as [`init`] does.
     pub fn detached(backend: impl Backend) -> Result<Runtime, Error> {
+        crate::namespaces::check()?;
         Ok(Runtime {
             control: Control::start(new_store(backend)?),
             detached: true,

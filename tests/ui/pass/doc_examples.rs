@@ -55,7 +55,7 @@ impl Repo {
 #[atomcache::cached(exp = 60)]
 async fn config<T>(name: &str) -> Option<T>
 where
-    T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static + Default,
+    T: atomcache::CacheValue + Default,
 {
     (!name.is_empty()).then(T::default)
 }
