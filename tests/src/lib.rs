@@ -22,7 +22,11 @@ pub mod proxy;
 pub use proxy::DelayProxy;
 pub mod scripted;
 pub use scripted::{CallResult, Computation, ScriptedOptions, ScriptedReplica};
+pub mod cluster;
 pub mod support;
+pub use cluster::{key_slot, ClusterNode, RedisCluster};
+pub mod sentinel;
+pub use sentinel::SentinelSet;
 
 /// The message of the panic when `redis-server` cannot be found.
 pub const MISSING_REDIS: &str = "redis-server not found: install it with `apt-get install redis-server` (Debian/Ubuntu) or `brew install redis`";
@@ -83,6 +87,30 @@ pub struct RedisServer {
     dir: PathBuf,
     child: Option<Child>,
     extra: Vec<String>,
+    config: Option<PathBuf>,
+}
+
+/// How to launch a [`RedisServer`] whose arguments depend on its port and directory (see
+/// [`RedisServer::start_launch`]): cluster nodes and sentinels.
+pub struct Launch<'a> {
+    /// Picks a candidate port (default [`free_port`]); called again for each attempt.
+    pub pick_port: &'a dyn Fn() -> u16,
+    /// Extra `redis-server` arguments for the server's directory and port.
+    pub args: &'a dyn Fn(&Path, u16) -> Vec<String>,
+    /// If set, its text for the port is written to `<dir>/redis.conf`, which is passed as the
+    /// first argument (a sentinel needs a config file it can rewrite). Written once per
+    /// attempt; a [`restart`](RedisServer::restart) reuses the file as the server left it.
+    pub config_file: Option<&'a dyn Fn(u16) -> String>,
+}
+
+impl Default for Launch<'_> {
+    fn default() -> Self {
+        Launch {
+            pick_port: &free_port,
+            args: &|_, _| Vec::new(),
+            config_file: None,
+        }
+    }
 }
 
 impl RedisServer {
@@ -98,8 +126,17 @@ impl RedisServer {
     /// plain port stays open for the harness's own checks; [`restart`](Self::restart) keeps
     /// the arguments.
     pub fn start_with(extra: &[&str]) -> RedisServer {
-        require_redis_server();
         let extra: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
+        Self::start_launch(&Launch {
+            args: &|_, _| extra.clone(),
+            ..Launch::default()
+        })
+    }
+
+    /// Starts a server as `launch` says (port picker, per-port arguments, config file) and
+    /// waits until it answers `PING`; retries with a fresh port like [`start`](Self::start).
+    pub fn start_launch(launch: &Launch<'_>) -> RedisServer {
+        require_redis_server();
         let n = SERVERS.fetch_add(1, Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!(
             "atomcache-redis-{}-{n}-{}",
@@ -112,14 +149,25 @@ impl RedisServer {
         std::fs::create_dir_all(&dir).expect("cannot create the server's temp dir");
         let mut last_error = String::new();
         for _ in 0..START_ATTEMPTS {
-            let port = free_port();
-            match spawn_server(port, &dir, &extra) {
+            let port = (launch.pick_port)();
+            let extra = (launch.args)(&dir, port);
+            let config = match launch.config_file {
+                Some(text) => {
+                    let path = dir.join("redis.conf");
+                    std::fs::write(&path, text(port))
+                        .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+                    Some(path)
+                }
+                None => None,
+            };
+            match spawn_server(port, &dir, config.as_deref(), &extra) {
                 Ok(child) => {
                     return RedisServer {
                         port,
                         dir,
                         child: Some(child),
                         extra,
+                        config,
                     }
                 }
                 Err(err) => last_error = err,
@@ -127,6 +175,11 @@ impl RedisServer {
         }
         let _ = std::fs::remove_dir_all(&dir);
         panic!("could not start redis-server after {START_ATTEMPTS} attempts: {last_error}");
+    }
+
+    /// The server's own temporary directory (removed on drop).
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// The port it listens on (kept across [`restart`](Self::restart)).
@@ -163,7 +216,7 @@ impl RedisServer {
         self.kill();
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            match spawn_server(self.port, &self.dir, &self.extra) {
+            match spawn_server(self.port, &self.dir, self.config.as_deref(), &self.extra) {
                 Ok(child) => {
                     self.child = Some(child);
                     return;
@@ -320,7 +373,12 @@ impl Drop for RedisServer {
 
 /// Spawns `redis-server` on `port` and waits for `PING`. On failure the child is killed and the
 /// log is returned in the error.
-fn spawn_server(port: u16, dir: &Path, extra: &[String]) -> Result<Child, String> {
+fn spawn_server(
+    port: u16,
+    dir: &Path,
+    config: Option<&Path>,
+    extra: &[String],
+) -> Result<Child, String> {
     let log_path = dir.join("redis.log");
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -328,7 +386,12 @@ fn spawn_server(port: u16, dir: &Path, extra: &[String]) -> Result<Child, String
         .open(&log_path)
         .map_err(|e| format!("cannot open {}: {e}", log_path.display()))?;
     let log_err = log.try_clone().map_err(|e| e.to_string())?;
-    let mut child = Command::new(redis_server_binary())
+    let mut command = Command::new(redis_server_binary());
+    // A config file must be the first argument.
+    if let Some(config) = config {
+        command.arg(config);
+    }
+    let mut child = command
         .args(["--port", &port.to_string()])
         .args(["--bind", "127.0.0.1"])
         .args(["--save", ""])
