@@ -16,16 +16,23 @@
 //!   calls fail open at once for a cool-down, then one probe decides whether to close it. TCP
 //!   keepalive and `TCP_USER_TIMEOUT` make a half-open connection fail instead of hanging.
 //!
-//! Requires Redis 6 or newer (RESP3).
+//! - On a Redis Cluster ([`RedisBackend::connect_cluster`]) the same commands go through the
+//!   `redis` crate's async cluster client, which routes each one by its first key; wake-ups use
+//!   sharded pub/sub (`SPUBLISH` inside the scripts, `SSUBSCRIBE`), since an entry's channel
+//!   shares the hash tag of its keys.
+//!
+//! Requires Redis 6 or newer (RESP3); Redis 7 or newer on a cluster (sharded pub/sub).
 
 use std::future::Future;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
 use redis::io::tcp::{socket2::TcpKeepalive, TcpSettings};
-use redis::{IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind, Script, Value};
+use redis::{Cmd, IntoConnectionInfo, Pipeline, ProtocolVersion, PushInfo, PushKind, RedisFuture};
+use redis::{Script, Value};
 
 use super::breaker::{Breaker, BreakerConfig, BreakerState};
 use super::{Backend, Holder, LeaseAttempt, Lookup, Release, Subscription, WakeHub};
@@ -56,36 +63,37 @@ end
 return 0
 ";
 
-/// KEYS: value, lease, failure memory. ARGV: bytes, exp ms, token, channel.
+/// KEYS: value, lease, failure memory. ARGV: bytes, exp ms, token, channel, publish command.
 const STORE_LEASED: &str = r"
 if redis.call('GET', KEYS[2]) ~= ARGV[3] then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('DEL', KEYS[2], KEYS[3])
-redis.call('PUBLISH', ARGV[4], 'v')
+redis.call(ARGV[5], ARGV[4], 'v')
 return 1
 ";
 
-/// KEYS: lease, failure memory. ARGV: token, ms to remember a failure (0: abandoned), channel.
+/// KEYS: lease, failure memory. ARGV: token, ms to remember a failure (0: abandoned), channel,
+/// publish command.
 const RELEASE: &str = r"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1])
 if ARGV[2] ~= '0' then redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2]) end
-redis.call('PUBLISH', ARGV[3], 'u')
+redis.call(ARGV[4], ARGV[3], 'u')
 return 1
 ";
 
-/// KEYS: value, lease, failure memory. ARGV: bytes, exp ms, channel.
+/// KEYS: value, lease, failure memory. ARGV: bytes, exp ms, channel, publish command.
 const SET_REVOKING: &str = r"
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('DEL', KEYS[2], KEYS[3])
-redis.call('PUBLISH', ARGV[3], 'v')
+redis.call(ARGV[4], ARGV[3], 'v')
 return 1
 ";
 
-/// KEYS: value, lease, failure memory. ARGV: channel.
+/// KEYS: value, lease, failure memory. ARGV: channel, publish command.
 const INVALIDATE: &str = r"
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
-redis.call('PUBLISH', ARGV[1], 'i')
+redis.call(ARGV[2], ARGV[1], 'i')
 return 1
 ";
 
@@ -95,6 +103,74 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
 /// How often channels nobody waits on are unsubscribed.
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// The connection under every command: one server through the reconnecting manager, or a
+/// Redis Cluster through the cluster client, which routes each command (and `EVALSHA`) by its
+/// first key. All the keys of an entry share a hash slot, so every script runs on one node.
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(conn) => conn.req_packed_command(cmd),
+            Conn::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(conn) => conn.req_packed_commands(cmd, offset, count),
+            Conn::Cluster(conn) => conn.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(conn) => conn.get_db(),
+            Conn::Cluster(conn) => conn.get_db(),
+        }
+    }
+}
+
+impl Conn {
+    /// The command the scripts publish wake-ups with: sharded pub/sub on a cluster (Redis 7+),
+    /// where the entry's channel hashes to the slot of its keys (the shared hash tag).
+    fn publish_command(&self) -> &'static [u8] {
+        match self {
+            Conn::Single(_) => b"PUBLISH",
+            Conn::Cluster(_) => b"SPUBLISH",
+        }
+    }
+
+    async fn subscribe(&mut self, channel: &str) -> redis::RedisResult<()> {
+        match self {
+            Conn::Single(conn) => conn.subscribe(channel).await,
+            Conn::Cluster(conn) => conn.ssubscribe(channel).await,
+        }
+    }
+
+    async fn unsubscribe(&mut self, channels: &[String]) -> redis::RedisResult<()> {
+        match self {
+            Conn::Single(conn) => conn.unsubscribe(channels).await,
+            // One at a time: channels of different slots cannot share an SUNSUBSCRIBE.
+            Conn::Cluster(conn) => {
+                for channel in channels {
+                    conn.sunsubscribe(channel).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
 
 /// A [`Backend`] on a Redis server.
 ///
@@ -117,7 +193,7 @@ pub struct RedisBackend {
 }
 
 struct Inner {
-    conn: ConnectionManager,
+    conn: Conn,
     hub: WakeHub,
     /// Held (shared) while a channel is being subscribed, (exclusive) while idle ones are
     /// unsubscribed, so an UNSUBSCRIBE can never overtake a newer SUBSCRIBE of the same channel.
@@ -164,7 +240,7 @@ impl std::fmt::Debug for RedisBackend {
 /// Settings for [`RedisBackend`]; see [`RedisBackend::builder`].
 #[derive(Clone)]
 pub struct RedisBackendBuilder {
-    url: String,
+    target: Target,
     connect_timeout: Duration,
     command_timeout: Duration,
     prefix: String,
@@ -175,10 +251,14 @@ pub struct RedisBackendBuilder {
 
 impl std::fmt::Debug for RedisBackendBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The URL may carry a password: show the host part only.
-        let host = self.url.rsplit('@').next().unwrap_or_default();
+        // The URLs may carry a password: show the host parts only.
+        let host = |url: &str| url.rsplit('@').next().unwrap_or_default().to_owned();
+        let hosts: Vec<String> = match &self.target {
+            Target::Single(url) => vec![host(url)],
+            Target::Cluster(urls) => urls.iter().map(|url| host(url)).collect(),
+        };
         f.debug_struct("RedisBackendBuilder")
-            .field("host", &host)
+            .field("hosts", &hosts)
             .field("connect_timeout", &self.connect_timeout)
             .field("command_timeout", &self.command_timeout)
             .field("prefix", &self.prefix)
@@ -187,10 +267,22 @@ impl std::fmt::Debug for RedisBackendBuilder {
     }
 }
 
+/// One server, or the seed nodes of a Redis Cluster.
+#[derive(Clone)]
+enum Target {
+    Single(String),
+    Cluster(Vec<String>),
+}
+
+/// The client `prepare` builds.
+enum Client {
+    Single(redis::Client, ConnectionManagerConfig),
+    Cluster(redis::cluster::ClusterClient),
+}
+
 /// What `prepare` hands to `connect` / `connect_lazy`.
 struct Prepared {
-    client: redis::Client,
-    config: ConnectionManagerConfig,
+    client: Client,
     hub: WakeHub,
     prefix: String,
     command_timeout: Duration,
@@ -251,14 +343,24 @@ impl RedisBackendBuilder {
     pub async fn connect(self) -> Result<RedisBackend, Error> {
         let timeout = self.connect_timeout;
         let p = self.prepare()?;
-        let conn = match tokio::time::timeout(
-            timeout,
-            p.client.get_connection_manager_with_config(p.config),
-        )
-        .await
-        {
-            Ok(conn) => conn?,
-            Err(_) => return Err(Error::Timeout(timeout)),
+        let conn = match p.client {
+            Client::Single(client, config) => {
+                match tokio::time::timeout(
+                    timeout,
+                    client.get_connection_manager_with_config(config),
+                )
+                .await
+                {
+                    Ok(conn) => Conn::Single(conn?),
+                    Err(_) => return Err(Error::Timeout(timeout)),
+                }
+            }
+            Client::Cluster(client) => {
+                match tokio::time::timeout(timeout, client.get_async_connection()).await {
+                    Ok(conn) => Conn::Cluster(conn?),
+                    Err(_) => return Err(Error::Timeout(timeout)),
+                }
+            }
         };
         Ok(RedisBackend::assemble(
             conn,
@@ -271,11 +373,18 @@ impl RedisBackendBuilder {
 
     /// Returns at once and connects on first use, so a service can start while Redis is down
     /// (its calls fail open until Redis answers). Must be called inside a Tokio runtime.
+    ///
+    /// Not available for a cluster yet (an error of kind [`Error::InvalidConfig`]).
     pub fn connect_lazy(self) -> Result<RedisBackend, Error> {
         let p = self.prepare()?;
-        let conn = ConnectionManager::new_lazy_with_config(p.client, p.config)?;
+        let Client::Single(client, config) = p.client else {
+            return Err(Error::InvalidConfig(
+                "connect_lazy is not supported for a Redis Cluster; use connect".into(),
+            ));
+        };
+        let conn = ConnectionManager::new_lazy_with_config(client, config)?;
         Ok(RedisBackend::assemble(
-            conn,
+            Conn::Single(conn),
             p.hub,
             p.prefix,
             p.command_timeout,
@@ -301,8 +410,26 @@ impl RedisBackendBuilder {
                 "the circuit breaker's threshold must be at least 1".into(),
             ));
         }
-        let info = self
-            .url
+        let hub = WakeHub::new();
+        let push_hub = hub.clone();
+        let on_push_fn = move |push: PushInfo| {
+            on_push(&push_hub, push);
+            Ok::<(), redis::aio::SendError>(())
+        };
+        let url = match &self.target {
+            Target::Single(url) => url.clone(),
+            Target::Cluster(urls) => {
+                let client = self.cluster_client(urls, on_push_fn)?;
+                return Ok(Prepared {
+                    client: Client::Cluster(client),
+                    hub,
+                    prefix: self.prefix,
+                    command_timeout: self.command_timeout,
+                    breaker: self.breaker,
+                });
+            }
+        };
+        let info = url
             .as_str()
             .into_connection_info()
             .map_err(|e| Error::InvalidConfig(format!("invalid Redis URL: {e}")))?;
@@ -317,8 +444,6 @@ impl RedisBackendBuilder {
             .client(info)
             .map_err(|e| Error::InvalidConfig(format!("invalid Redis URL: {e}")))?;
 
-        let hub = WakeHub::new();
-        let push_hub = hub.clone();
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.connect_timeout))
             .set_response_timeout(Some(self.command_timeout))
@@ -326,14 +451,10 @@ impl RedisBackendBuilder {
             // timeout; the next call triggers the next attempt.
             .set_number_of_retries(0)
             .set_max_delay(Duration::from_millis(500))
-            .set_push_sender(move |push: PushInfo| {
-                on_push(&push_hub, push);
-                Ok::<(), redis::aio::SendError>(())
-            })
+            .set_push_sender(on_push_fn)
             .set_automatic_resubscription();
         Ok(Prepared {
-            client,
-            config,
+            client: Client::Single(client, config),
             hub,
             prefix: self.prefix,
             command_timeout: self.command_timeout,
@@ -360,6 +481,46 @@ fn tcp_settings(command_timeout: Duration) -> TcpSettings {
 }
 
 impl RedisBackendBuilder {
+    /// The cluster client: RESP3 (pushes carry the sharded wake-ups), the same timeouts and TCP
+    /// settings as a single server.
+    fn cluster_client(
+        &self,
+        urls: &[String],
+        push_sender: impl redis::aio::AsyncPushSender,
+    ) -> Result<redis::cluster::ClusterClient, Error> {
+        if urls.is_empty() {
+            return Err(Error::InvalidConfig(
+                "a Redis Cluster needs at least one node URL".into(),
+            ));
+        }
+        let builder = redis::cluster::ClusterClientBuilder::new(urls.to_vec())
+            .use_protocol(ProtocolVersion::RESP3)
+            .connection_timeout(self.connect_timeout)
+            .response_timeout(self.command_timeout)
+            .tcp_settings(tcp_settings(self.command_timeout))
+            // A few tries to follow MOVED/ASK redirections and topology refreshes; every call
+            // is still bounded by the command timeout and the breaker.
+            .retries(3)
+            .push_sender(push_sender);
+        #[cfg(feature = "tls")]
+        let builder = {
+            if urls.iter().any(|url| url.starts_with("rediss://")) {
+                // As for one server: ring unless the program chose a provider already.
+                let _ = rustls::crypto::ring::default_provider().install_default();
+            }
+            match &self.root_certificate {
+                Some(pem) => builder.certs(redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.clone()),
+                }),
+                None => builder,
+            }
+        };
+        builder
+            .build()
+            .map_err(|e| Error::InvalidConfig(format!("invalid Redis Cluster URLs: {e}")))
+    }
+
     #[cfg(feature = "tls")]
     fn client(&self, info: redis::ConnectionInfo) -> redis::RedisResult<redis::Client> {
         if matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. }) {
@@ -387,7 +548,8 @@ impl RedisBackendBuilder {
 
 fn on_push(hub: &WakeHub, push: PushInfo) {
     match push.kind {
-        PushKind::Message => {
+        // Sharded pub/sub on a cluster delivers the same wake-ups as `smessage`.
+        PushKind::Message | PushKind::SMessage => {
             if let Some(Value::BulkString(channel)) = push.data.first() {
                 if let Ok(channel) = std::str::from_utf8(channel) {
                     hub.wake(channel);
@@ -396,6 +558,10 @@ fn on_push(hub: &WakeHub, push: PushInfo) {
         }
         // Wake-ups published while the connection was down are lost: everyone looks again.
         PushKind::Disconnection => hub.wake_all(),
+        // A cluster node drops the sharded subscriptions of a slot that migrates away:
+        // wake-ups may have been lost, everyone looks again. (The confirmations of the
+        // sweeper's own SUNSUBSCRIBEs land here too: a spurious, harmless look-again.)
+        PushKind::SUnsubscribe => hub.wake_all(),
         _ => {}
     }
 }
@@ -415,8 +581,47 @@ impl RedisBackend {
     ///     .key_prefix("svc:");
     /// ```
     pub fn builder(url: &str) -> RedisBackendBuilder {
+        Self::builder_for(Target::Single(url.to_owned()))
+    }
+
+    /// Connects to a Redis Cluster (Redis 7 or newer) with the default settings, through any of
+    /// its `nodes` (the client discovers the others). Each entry's keys and wake-up channel
+    /// share a hash slot: every script runs on the slot's primary, and waiters are woken by
+    /// sharded pub/sub (`SPUBLISH` / `SSUBSCRIBE`).
+    ///
+    /// ```no_run
+    /// # #[tokio::main] async fn main() -> Result<(), atomcache::Error> {
+    /// let backend = atomcache::RedisBackend::connect_cluster(&[
+    ///     "redis://10.0.0.1:7000",
+    ///     "redis://10.0.0.2:7000",
+    ///     "redis://10.0.0.3:7000",
+    /// ])
+    /// .await?;
+    /// let runtime = atomcache::init(backend).await?;
+    /// # runtime.shutdown().await;
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect_cluster(nodes: &[&str]) -> Result<RedisBackend, Error> {
+        Self::cluster_builder(nodes).connect().await
+    }
+
+    /// Starts configuring a backend on a Redis Cluster, with the same settings as
+    /// [`builder`](Self::builder) (timeouts, key prefix, circuit breaker).
+    ///
+    /// ```
+    /// let builder = atomcache::RedisBackend::cluster_builder(&["redis://127.0.0.1:7000"])
+    ///     .command_timeout(std::time::Duration::from_millis(250))
+    ///     .key_prefix("svc:");
+    /// ```
+    pub fn cluster_builder(nodes: &[&str]) -> RedisBackendBuilder {
+        Self::builder_for(Target::Cluster(
+            nodes.iter().map(|n| (*n).to_owned()).collect(),
+        ))
+    }
+
+    fn builder_for(target: Target) -> RedisBackendBuilder {
         RedisBackendBuilder {
-            url: url.to_owned(),
+            target,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
             prefix: "atomcache:".to_owned(),
@@ -427,7 +632,7 @@ impl RedisBackend {
     }
 
     fn assemble(
-        conn: ConnectionManager,
+        conn: Conn,
         hub: WakeHub,
         prefix: String,
         command_timeout: Duration,
@@ -529,7 +734,7 @@ impl RedisBackend {
             .await
     }
 
-    fn conn(&self) -> ConnectionManager {
+    fn conn(&self) -> Conn {
         self.inner.conn.clone()
     }
 }
@@ -672,6 +877,7 @@ impl Backend for RedisBackend {
                     millis(exp).as_bytes(),
                     token.as_bytes(),
                     channel.as_bytes(),
+                    self.inner.conn.publish_command(),
                 ],
             )
             .await?;
@@ -693,7 +899,12 @@ impl Backend for RedisBackend {
             .script(
                 &self.inner.scripts.release,
                 &[&lock, &failed],
-                &[token.as_bytes(), remember.as_bytes(), channel.as_bytes()],
+                &[
+                    token.as_bytes(),
+                    remember.as_bytes(),
+                    channel.as_bytes(),
+                    self.inner.conn.publish_command(),
+                ],
             )
             .await?;
         Ok(released == 1)
@@ -704,7 +915,12 @@ impl Backend for RedisBackend {
         self.script::<i64>(
             &self.inner.scripts.set_revoking,
             &[key.value(), &lock, &failed],
-            &[value, millis(exp).as_bytes(), channel.as_bytes()],
+            &[
+                value,
+                millis(exp).as_bytes(),
+                channel.as_bytes(),
+                self.inner.conn.publish_command(),
+            ],
         )
         .await
         .map(drop)
@@ -715,7 +931,7 @@ impl Backend for RedisBackend {
         self.script::<i64>(
             &self.inner.scripts.invalidate,
             &[key.value(), &lock, &failed],
-            &[channel.as_bytes()],
+            &[channel.as_bytes(), self.inner.conn.publish_command()],
         )
         .await
         .map(drop)
