@@ -43,21 +43,7 @@ fn redis_cli_binary() -> String {
 
 /// Panics with [`MISSING_REDIS_CLI`] when `redis-cli` cannot be run.
 pub fn require_redis_cli() {
-    require_cli(&redis_cli_binary());
-}
-
-fn require_cli(binary: &str) {
-    match Command::new(binary)
-        .arg("--version")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-    {
-        Ok(_) => {}
-        Err(err) if err.kind() == ErrorKind::NotFound => panic!("{MISSING_REDIS_CLI}"),
-        Err(err) => panic!("{MISSING_REDIS_CLI} (running `{binary} --version` failed: {err})"),
-    }
+    crate::require_binary(&redis_cli_binary(), MISSING_REDIS_CLI);
 }
 
 /// A free port at most 55535 whose cluster bus port (port + 10000) is free too.
@@ -637,14 +623,7 @@ impl RedisCluster {
     pub fn logs(&self) -> String {
         self.nodes
             .iter()
-            .map(|n| {
-                format!(
-                    "--- node {} ({}):\n{}",
-                    n.port(),
-                    if n.is_running() { "running" } else { "stopped" },
-                    tail(&n.log(), 15)
-                )
-            })
+            .map(|n| n.log_tail("node"))
             .collect::<Vec<_>>()
             .join("\n")
     }
@@ -695,8 +674,10 @@ e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 127.0.0.1:30001@31001 myself,master,fai
 
     #[test]
     fn a_missing_redis_cli_fails_with_an_install_hint() {
-        let err = std::panic::catch_unwind(|| require_cli("redis-cli-that-does-not-exist"))
-            .expect_err("must panic");
+        let err = std::panic::catch_unwind(|| {
+            crate::require_binary("redis-cli-that-does-not-exist", MISSING_REDIS_CLI)
+        })
+        .expect_err("must panic");
         let message = err
             .downcast_ref::<String>()
             .cloned()

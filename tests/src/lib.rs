@@ -48,10 +48,11 @@ fn redis_server_binary() -> String {
 
 /// Panics with [`MISSING_REDIS`] when `redis-server` cannot be run.
 pub fn require_redis_server() {
-    require_binary(&redis_server_binary());
+    require_binary(&redis_server_binary(), MISSING_REDIS);
 }
 
-fn require_binary(binary: &str) {
+/// Panics with `missing` (how to install it) when `binary --version` cannot be run.
+pub(crate) fn require_binary(binary: &str, missing: &str) {
     match Command::new(binary)
         .arg("--version")
         .stdin(Stdio::null())
@@ -60,9 +61,18 @@ fn require_binary(binary: &str) {
         .status()
     {
         Ok(_) => {}
-        Err(err) if err.kind() == ErrorKind::NotFound => panic!("{MISSING_REDIS}"),
-        Err(err) => panic!("{MISSING_REDIS} (running `{binary} --version` failed: {err})"),
+        Err(err) if err.kind() == ErrorKind::NotFound => panic!("{missing}"),
+        Err(err) => panic!("{missing} (running `{binary} --version` failed: {err})"),
     }
+}
+
+/// Waits (bounded) for a child that said it is done to exit, and checks it succeeded.
+pub(crate) async fn wait_for_exit(child: &mut tokio::process::Child, pid: u32, after: &str) {
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .unwrap_or_else(|_| panic!("replica did not exit after {after}"))
+        .expect("wait for replica");
+    assert!(status.success(), "replica {pid} exited with {status}");
 }
 
 /// A port that was free a moment ago (bound on 127.0.0.1, read, released).
@@ -361,6 +371,21 @@ impl RedisServer {
     /// The server's log so far (for failure messages).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default()
+    }
+
+    /// `--- <role> <port> (running|stopped):` and the last 15 lines of its log, for the
+    /// failure messages of harnesses that run several servers.
+    pub fn log_tail(&self, role: &str) -> String {
+        format!(
+            "--- {role} {} ({}):\n{}",
+            self.port(),
+            if self.is_running() {
+                "running"
+            } else {
+                "stopped"
+            },
+            tail(&self.log(), 15)
+        )
     }
 }
 
@@ -819,15 +844,7 @@ impl ReplicaProcess {
     /// Waits for `DONE` and the exit of the process; returns what it reported.
     pub async fn finish(mut self, timeout: Duration) -> ReplicaReport {
         self.expect_line("DONE", timeout).await;
-        let status = tokio::time::timeout(Duration::from_secs(10), self.child.wait())
-            .await
-            .expect("replica did not exit after DONE")
-            .expect("wait for replica");
-        assert!(
-            status.success(),
-            "replica {} exited with {status}",
-            self.report.pid
-        );
+        wait_for_exit(&mut self.child, self.report.pid, "DONE").await;
         let computations: usize = self
             .report
             .done
@@ -974,8 +991,10 @@ mod tests {
 
     #[test]
     fn a_missing_redis_server_fails_with_an_install_hint() {
-        let err = std::panic::catch_unwind(|| require_binary("redis-server-that-does-not-exist"))
-            .expect_err("must panic");
+        let err = std::panic::catch_unwind(|| {
+            require_binary("redis-server-that-does-not-exist", MISSING_REDIS)
+        })
+        .expect_err("must panic");
         let message = err
             .downcast_ref::<String>()
             .cloned()

@@ -208,15 +208,7 @@ impl ScriptedReplica {
     pub async fn quit(mut self, timeout: Duration) -> (Vec<CallResult>, Vec<Computation>) {
         self.send("QUIT").await;
         self.expect_line("BYE", timeout).await;
-        let status = tokio::time::timeout(Duration::from_secs(10), self.child.wait())
-            .await
-            .expect("replica did not exit after BYE")
-            .expect("wait for replica");
-        assert!(
-            status.success(),
-            "replica {} exited with {status}",
-            self.pid
-        );
+        crate::wait_for_exit(&mut self.child, self.pid, "BYE").await;
         (
             std::mem::take(&mut self.results),
             std::mem::take(&mut self.computations),

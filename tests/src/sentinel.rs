@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::{tail, Launch, RedisServer};
+use crate::{Launch, RedisServer};
 
 /// Sentinels that must agree a primary is down (`sentinel monitor ... <quorum>`).
 pub const QUORUM: usize = 2;
@@ -311,14 +311,7 @@ impl SentinelSet {
             .into_iter()
             .chain(self.sentinels.iter().map(|s| ("sentinel", s)));
         servers
-            .map(|(what, s)| {
-                format!(
-                    "--- {what} {} ({}):\n{}",
-                    s.port(),
-                    if s.is_running() { "running" } else { "stopped" },
-                    tail(&s.log(), 15)
-                )
-            })
+            .map(|(what, s)| s.log_tail(what))
             .collect::<Vec<_>>()
             .join("\n")
     }

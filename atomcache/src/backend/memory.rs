@@ -86,9 +86,6 @@ impl State {
             self.entries.retain(|_, slot| !slot.expire(now));
             self.swept_at_len = self.entries.len();
         }
-        if !self.entries.contains_key(key) {
-            self.entries.insert(key.to_owned(), Slot::default());
-        }
         let slot = self.entries.entry(key.to_owned()).or_default();
         slot.expire(now);
         slot
