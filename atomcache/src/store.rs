@@ -347,6 +347,7 @@ impl Store {
         let token = new_token();
         let deadline = Instant::now() + policy.max_wait;
         let mut subscription: Option<Subscription> = None;
+        let mut waited = false;
         // The lease this caller waits on: if it ends in a failure, the caller computes on its
         // own rather than queueing behind the next holder.
         let mut followed: Option<String> = None;
@@ -394,7 +395,10 @@ impl Store {
             // Subscribe first, then look again: a release or store between the first look and
             // the subscription is seen by that second look.
             let Some(sub) = subscription.as_mut() else {
-                bump(&self.counters.lock_waits);
+                if !waited {
+                    waited = true;
+                    bump(&self.counters.lock_waits);
+                }
                 match self.backend.subscribe(key).await {
                     Ok(sub) => subscription = Some(sub),
                     Err(err) => {
@@ -414,6 +418,11 @@ impl Store {
             // Woken or not, look again: the holder stored, failed, was revoked, renewed, or
             // went silent and its lease lapsed (then one waiter takes over).
             let _ = tokio::time::timeout(bound, sub.woken()).await;
+            if sub.lapsed() {
+                // The backend lost the channel (its slot moved, or the connection was replaced):
+                // subscribe again, then look again, so the next wake-up is not missed.
+                subscription = None;
+            }
         }
     }
 

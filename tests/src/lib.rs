@@ -27,6 +27,7 @@ pub mod support;
 pub use cluster::{key_slot, ClusterNode, RedisCluster};
 pub mod sentinel;
 pub use sentinel::SentinelSet;
+pub mod spec;
 
 /// The message of the panic when `redis-server` cannot be found.
 pub const MISSING_REDIS: &str = "redis-server not found: install it with `apt-get install redis-server` (Debian/Ubuntu) or `brew install redis`";

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 /// Settings of a [`ScriptedReplica`].
 #[derive(Debug, Clone)]
 pub struct ScriptedOptions {
-    /// Redis URL (e.g. a [`DelayProxy`](crate::DelayProxy)'s).
+    /// Redis URL (e.g. a [`DelayProxy`](crate::DelayProxy)'s), or a [`spec`](crate::spec) of a cluster or Sentinel set.
     pub url: String,
     /// Namespace of the cache.
     pub ns: String,

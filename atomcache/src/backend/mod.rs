@@ -30,6 +30,8 @@ pub(crate) mod breaker;
 pub mod memory;
 #[cfg(feature = "redis")]
 pub mod redis;
+#[cfg(feature = "redis")]
+mod sentinel;
 
 /// Another caller's lease on an entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -189,6 +191,9 @@ pub trait Backend: Send + Sync + 'static {
 /// Built by a backend through [`WakeHub::register`].
 pub struct Subscription {
     rx: watch::Receiver<u64>,
+    /// The channel's readiness when this subscription was made; replaced in the hub by
+    /// [`WakeHub::forget`].
+    ready: Arc<tokio::sync::OnceCell<()>>,
     _registration: Registration,
 }
 
@@ -208,6 +213,14 @@ impl Subscription {
             // The hub is gone (backend shut down): nothing will wake us; wait for the caller's timeout.
             std::future::pending::<()>().await;
         }
+    }
+
+    /// Whether the backend lost this subscription's channel since it was made
+    /// ([`WakeHub::forget`]): wake-ups may no longer arrive, so the caller subscribes again.
+    pub fn lapsed(&self) -> bool {
+        let hub = self._registration.hub.lock();
+        hub.get(&self._registration.channel)
+            .is_none_or(|slot| !Arc::ptr_eq(&slot.ready, &self.ready))
     }
 }
 
@@ -277,6 +290,7 @@ impl WakeHub {
         drop(map);
         let sub = Subscription {
             rx,
+            ready: ready.clone(),
             _registration: Registration {
                 hub: self.clone(),
                 channel: channel.to_owned(),
@@ -297,6 +311,31 @@ impl WakeHub {
     /// have been lost): they look at the store again.
     pub fn wake_all(&self) {
         for slot in self.lock().values() {
+            slot.tx
+                .send_modify(|generation| *generation = generation.wrapping_add(1));
+        }
+    }
+
+    /// The backend lost `channel` (e.g. the server dropped it when its slot moved): the next
+    /// [`register`](Self::register) makes it ready again, and its subscribers are woken to look
+    /// again and subscribe anew ([`Subscription::lapsed`]). Returns whether the channel was known.
+    pub fn forget(&self, channel: &str) -> bool {
+        match self.lock().get_mut(channel) {
+            Some(slot) => {
+                slot.ready = Arc::new(tokio::sync::OnceCell::new());
+                slot.tx
+                    .send_modify(|generation| *generation = generation.wrapping_add(1));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// [`forget`](Self::forget) for every channel, e.g. when the backend replaced its connection
+    /// by one to another server.
+    pub fn forget_all(&self) {
+        for slot in self.lock().values_mut() {
+            slot.ready = Arc::new(tokio::sync::OnceCell::new());
             slot.tx
                 .send_modify(|generation| *generation = generation.wrapping_add(1));
         }
@@ -352,5 +391,26 @@ mod tests {
         drop(a);
         assert_eq!(hub.take_idle(), vec!["a".to_string()]);
         assert_eq!(hub.channels(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_forgotten_channel_wakes_its_subscribers_and_is_made_ready_again() {
+        let hub = WakeHub::new();
+        let (mut a, ready) = hub.register("a");
+        ready.set(()).unwrap();
+        let (b, _) = hub.register("b");
+        assert!(!a.lapsed());
+        assert!(hub.forget("a"));
+        assert!(!hub.forget("unknown"));
+        tokio::time::timeout(Duration::from_secs(1), a.woken())
+            .await
+            .expect("forget wakes the subscribers");
+        assert!(a.lapsed());
+        assert!(!b.lapsed());
+        let (again, ready) = hub.register("a");
+        assert!(ready.get().is_none(), "the next subscriber subscribes anew");
+        assert!(!again.lapsed());
+        hub.forget_all();
+        assert!(again.lapsed() && b.lapsed());
     }
 }

@@ -34,7 +34,10 @@ use redis::io::tcp::{socket2::TcpKeepalive, TcpSettings};
 use redis::{Cmd, IntoConnectionInfo, Pipeline, ProtocolVersion, PushInfo, PushKind, RedisFuture};
 use redis::{Script, Value};
 
+use redis::sentinel::SentinelClient;
+
 use super::breaker::{Breaker, BreakerConfig, BreakerState};
+use super::sentinel::Primary;
 use super::{Backend, Holder, LeaseAttempt, Lookup, Release, Subscription, WakeHub};
 use crate::{EntryKey, Error};
 
@@ -111,6 +114,8 @@ const SWEEP_EVERY: Duration = Duration::from_secs(5);
 enum Conn {
     Single(ConnectionManager),
     Cluster(ClusterConnection),
+    /// The primary of a Sentinel-managed set, followed across failovers.
+    Sentinel(Arc<Primary>),
 }
 
 impl ConnectionLike for Conn {
@@ -118,6 +123,10 @@ impl ConnectionLike for Conn {
         match self {
             Conn::Single(conn) => conn.req_packed_command(cmd),
             Conn::Cluster(conn) => conn.req_packed_command(cmd),
+            Conn::Sentinel(primary) => {
+                let mut conn = primary.manager();
+                Box::pin(async move { conn.req_packed_command(cmd).await })
+            }
         }
     }
 
@@ -130,6 +139,10 @@ impl ConnectionLike for Conn {
         match self {
             Conn::Single(conn) => conn.req_packed_commands(cmd, offset, count),
             Conn::Cluster(conn) => conn.req_packed_commands(cmd, offset, count),
+            Conn::Sentinel(primary) => {
+                let mut conn = primary.manager();
+                Box::pin(async move { conn.req_packed_commands(cmd, offset, count).await })
+            }
         }
     }
 
@@ -137,6 +150,7 @@ impl ConnectionLike for Conn {
         match self {
             Conn::Single(conn) => conn.get_db(),
             Conn::Cluster(conn) => conn.get_db(),
+            Conn::Sentinel(primary) => primary.manager().get_db(),
         }
     }
 }
@@ -146,7 +160,7 @@ impl Conn {
     /// where the entry's channel hashes to the slot of its keys (the shared hash tag).
     fn publish_command(&self) -> &'static [u8] {
         match self {
-            Conn::Single(_) => b"PUBLISH",
+            Conn::Single(_) | Conn::Sentinel(_) => b"PUBLISH",
             Conn::Cluster(_) => b"SPUBLISH",
         }
     }
@@ -155,12 +169,14 @@ impl Conn {
         match self {
             Conn::Single(conn) => conn.subscribe(channel).await,
             Conn::Cluster(conn) => conn.ssubscribe(channel).await,
+            Conn::Sentinel(primary) => primary.manager().subscribe(channel).await,
         }
     }
 
     async fn unsubscribe(&mut self, channels: &[String]) -> redis::RedisResult<()> {
         match self {
             Conn::Single(conn) => conn.unsubscribe(channels).await,
+            Conn::Sentinel(primary) => primary.manager().unsubscribe(channels).await,
             // One at a time: channels of different slots cannot share an SUNSUBSCRIBE.
             Conn::Cluster(conn) => {
                 for channel in channels {
@@ -193,7 +209,15 @@ pub struct RedisBackend {
 }
 
 struct Inner {
+    /// Commands.
     conn: Conn,
+    /// Subscriptions: the same connection on one server or a Sentinel primary; on a cluster
+    /// a second client, one connection per shard, that carries nothing but `SSUBSCRIBE` /
+    /// `SUNSUBSCRIBE`. A shard that hands a slot over pushes an unsolicited `SUNSUBSCRIBE`,
+    /// which the `redis` crate (1.8) takes for the reply of the oldest request in flight on that
+    /// connection: on a connection shared with commands it would answer a `GET` with it and
+    /// shift every later reply by one.
+    subs: Conn,
     hub: WakeHub,
     /// Held (shared) while a channel is being subscribed, (exclusive) while idle ones are
     /// unsubscribed, so an UNSUBSCRIBE can never overtake a newer SUBSCRIBE of the same channel.
@@ -247,6 +271,9 @@ pub struct RedisBackendBuilder {
     breaker: BreakerConfig,
     #[cfg(feature = "tls")]
     root_certificate: Option<Vec<u8>>,
+    /// Sentinel only: the primary's user and password, and database.
+    primary_auth: Option<(Option<String>, String)>,
+    primary_db: Option<i64>,
 }
 
 impl std::fmt::Debug for RedisBackendBuilder {
@@ -255,10 +282,16 @@ impl std::fmt::Debug for RedisBackendBuilder {
         let host = |url: &str| url.rsplit('@').next().unwrap_or_default().to_owned();
         let hosts: Vec<String> = match &self.target {
             Target::Single(url) => vec![host(url)],
-            Target::Cluster(urls) => urls.iter().map(|url| host(url)).collect(),
+            Target::Cluster(urls) | Target::Sentinel { urls, .. } => {
+                urls.iter().map(|url| host(url)).collect()
+            }
         };
-        f.debug_struct("RedisBackendBuilder")
-            .field("hosts", &hosts)
+        let mut out = f.debug_struct("RedisBackendBuilder");
+        out.field("hosts", &hosts);
+        if let Target::Sentinel { service, .. } = &self.target {
+            out.field("service", service);
+        }
+        out
             .field("connect_timeout", &self.connect_timeout)
             .field("command_timeout", &self.command_timeout)
             .field("prefix", &self.prefix)
@@ -267,17 +300,20 @@ impl std::fmt::Debug for RedisBackendBuilder {
     }
 }
 
-/// One server, or the seed nodes of a Redis Cluster.
+/// One server, the seed nodes of a Redis Cluster, or the sentinels of a primary.
 #[derive(Clone)]
 enum Target {
     Single(String),
     Cluster(Vec<String>),
+    Sentinel { urls: Vec<String>, service: String },
 }
 
 /// The client `prepare` builds.
 enum Client {
     Single(redis::Client, ConnectionManagerConfig),
-    Cluster(redis::cluster::ClusterClient),
+    /// Commands, and subscriptions (see [`Inner::subs`]).
+    Cluster(redis::cluster::ClusterClient, redis::cluster::ClusterClient),
+    Sentinel(Box<SentinelClient>, ConnectionManagerConfig),
 }
 
 /// What `prepare` hands to `connect` / `connect_lazy`.
@@ -339,11 +375,32 @@ impl RedisBackendBuilder {
         self
     }
 
-    /// Connects now; fails if the server cannot be reached within the connect timeout.
+    /// Sentinel only ([`RedisBackend::sentinel_builder`]): the user (`None` for the default
+    /// user) and password of the primary the sentinels name. The sentinels' own credentials
+    /// go in their URLs: `redis://:sentinel-password@10.0.0.1:26379`.
+    ///
+    /// ```
+    /// let builder = atomcache::RedisBackend::sentinel_builder(&["redis://10.0.0.1:26379"], "cache")
+    ///     .primary_auth(None, "primary-password")
+    ///     .primary_db(2);
+    /// ```
+    pub fn primary_auth(mut self, username: Option<&str>, password: &str) -> Self {
+        self.primary_auth = Some((username.map(str::to_owned), password.to_owned()));
+        self
+    }
+
+    /// Sentinel only: the database number on the primary. Default 0.
+    pub fn primary_db(mut self, db: i64) -> Self {
+        self.primary_db = Some(db);
+        self
+    }
+
+    /// Connects now; fails if the server (on a cluster: the seed nodes; with Sentinel: the
+    /// sentinels and the primary they name) cannot be reached within the connect timeout.
     pub async fn connect(self) -> Result<RedisBackend, Error> {
         let timeout = self.connect_timeout;
         let p = self.prepare()?;
-        let conn = match p.client {
+        let (conn, subs) = match p.client {
             Client::Single(client, config) => {
                 match tokio::time::timeout(
                     timeout,
@@ -351,19 +408,33 @@ impl RedisBackendBuilder {
                 )
                 .await
                 {
-                    Ok(conn) => Conn::Single(conn?),
+                    Ok(conn) => {
+                        let conn = Conn::Single(conn?);
+                        (conn.clone(), conn)
+                    }
                     Err(_) => return Err(Error::Timeout(timeout)),
                 }
             }
-            Client::Cluster(client) => {
-                match tokio::time::timeout(timeout, client.get_async_connection()).await {
-                    Ok(conn) => Conn::Cluster(conn?),
+            Client::Cluster(commands, subs) => {
+                let both = async {
+                    let conn = commands.get_async_connection().await?;
+                    let subs = subs.get_async_connection().await?;
+                    Ok::<_, redis::RedisError>((Conn::Cluster(conn), Conn::Cluster(subs)))
+                };
+                match tokio::time::timeout(timeout, both).await {
+                    Ok(conns) => conns?,
                     Err(_) => return Err(Error::Timeout(timeout)),
                 }
+            }
+            Client::Sentinel(sentinel, config) => {
+                let primary = Primary::connect(*sentinel, config, p.hub.clone(), timeout).await?;
+                let conn = Conn::Sentinel(primary);
+                (conn.clone(), conn)
             }
         };
         Ok(RedisBackend::assemble(
             conn,
+            subs,
             p.hub,
             p.prefix,
             p.command_timeout,
@@ -374,17 +445,21 @@ impl RedisBackendBuilder {
     /// Returns at once and connects on first use, so a service can start while Redis is down
     /// (its calls fail open until Redis answers). Must be called inside a Tokio runtime.
     ///
-    /// Not available for a cluster yet (an error of kind [`Error::InvalidConfig`]).
+    /// One server only: on a Redis Cluster or with Sentinel the topology must be known first
+    /// (an error of kind [`Error::InvalidConfig`]; use [`connect`](Self::connect)).
     pub fn connect_lazy(self) -> Result<RedisBackend, Error> {
         let p = self.prepare()?;
         let Client::Single(client, config) = p.client else {
             return Err(Error::InvalidConfig(
-                "connect_lazy is not supported for a Redis Cluster; use connect".into(),
+                "connect_lazy is only supported for one Redis server, not for a Redis Cluster \
+                 or Sentinel; use connect"
+                    .into(),
             ));
         };
-        let conn = ConnectionManager::new_lazy_with_config(client, config)?;
+        let conn = Conn::Single(ConnectionManager::new_lazy_with_config(client, config)?);
         Ok(RedisBackend::assemble(
-            Conn::Single(conn),
+            conn.clone(),
+            conn,
             p.hub,
             p.prefix,
             p.command_timeout,
@@ -410,6 +485,15 @@ impl RedisBackendBuilder {
                 "the circuit breaker's threshold must be at least 1".into(),
             ));
         }
+        if !matches!(self.target, Target::Sentinel { .. })
+            && (self.primary_auth.is_some() || self.primary_db.is_some())
+        {
+            return Err(Error::InvalidConfig(
+                "primary_auth and primary_db are Sentinel settings; for one server or a cluster \
+                 put the user, password and database in the URL"
+                    .into(),
+            ));
+        }
         let hub = WakeHub::new();
         let push_hub = hub.clone();
         let on_push_fn = move |push: PushInfo| {
@@ -419,9 +503,20 @@ impl RedisBackendBuilder {
         let url = match &self.target {
             Target::Single(url) => url.clone(),
             Target::Cluster(urls) => {
-                let client = self.cluster_client(urls, on_push_fn)?;
+                let commands = self.cluster_client(urls, None::<fn(PushInfo) -> Result<(), redis::aio::SendError>>)?;
+                let subs = self.cluster_client(urls, Some(on_push_fn))?;
                 return Ok(Prepared {
-                    client: Client::Cluster(client),
+                    client: Client::Cluster(commands, subs),
+                    hub,
+                    prefix: self.prefix,
+                    command_timeout: self.command_timeout,
+                    breaker: self.breaker,
+                });
+            }
+            Target::Sentinel { urls, service } => {
+                let sentinel = self.sentinel_client(urls, service)?;
+                return Ok(Prepared {
+                    client: Client::Sentinel(Box::new(sentinel), self.manager_config(on_push_fn)),
                     hub,
                     prefix: self.prefix,
                     command_timeout: self.command_timeout,
@@ -444,17 +539,8 @@ impl RedisBackendBuilder {
             .client(info)
             .map_err(|e| Error::InvalidConfig(format!("invalid Redis URL: {e}")))?;
 
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.connect_timeout))
-            .set_response_timeout(Some(self.command_timeout))
-            // One attempt per trigger: a call waiting on a reconnect is bounded by the connect
-            // timeout; the next call triggers the next attempt.
-            .set_number_of_retries(0)
-            .set_max_delay(Duration::from_millis(500))
-            .set_push_sender(on_push_fn)
-            .set_automatic_resubscription();
         Ok(Prepared {
-            client: Client::Single(client, config),
+            client: Client::Single(client, self.manager_config(on_push_fn)),
             hub,
             prefix: self.prefix,
             command_timeout: self.command_timeout,
@@ -481,12 +567,100 @@ fn tcp_settings(command_timeout: Duration) -> TcpSettings {
 }
 
 impl RedisBackendBuilder {
-    /// The cluster client: RESP3 (pushes carry the sharded wake-ups), the same timeouts and TCP
-    /// settings as a single server.
+    /// The reconnecting manager's settings (one server, or the current Sentinel primary).
+    fn manager_config(
+        &self,
+        push_sender: impl redis::aio::AsyncPushSender,
+    ) -> ConnectionManagerConfig {
+        ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.connect_timeout))
+            .set_response_timeout(Some(self.command_timeout))
+            // One attempt per trigger: a call waiting on a reconnect is bounded by the connect
+            // timeout; the next call triggers the next attempt.
+            .set_number_of_retries(0)
+            .set_max_delay(Duration::from_millis(500))
+            .set_push_sender(push_sender)
+            .set_automatic_resubscription()
+    }
+
+    /// The Sentinel client: sentinel addresses and credentials from `urls` (TLS when they are
+    /// `rediss://`, and then to the primary too), RESP3 and our TCP settings to the primary.
+    fn sentinel_client(&self, urls: &[String], service: &str) -> Result<SentinelClient, Error> {
+        use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
+        let invalid = |e: redis::RedisError| Error::InvalidConfig(format!("invalid Sentinel URL: {e}"));
+        if urls.is_empty() {
+            return Err(Error::InvalidConfig("Sentinel needs at least one sentinel URL".into()));
+        }
+        if service.is_empty() {
+            return Err(Error::InvalidConfig("the Sentinel service name is empty".into()));
+        }
+        let infos = urls
+            .iter()
+            .map(|url| url.as_str().into_connection_info().map_err(invalid))
+            .collect::<Result<Vec<_>, _>>()?;
+        let tls = infos
+            .iter()
+            .any(|info| matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. }));
+        let mut builder = SentinelClientBuilder::new(
+            infos.iter().map(|info| info.addr().clone()),
+            service,
+            SentinelServerType::Master,
+        )
+        .map_err(invalid)?
+        .set_client_to_redis_protocol(ProtocolVersion::RESP3)
+        .set_client_to_redis_tcp_settings(tcp_settings(self.command_timeout))
+        .set_client_to_sentinel_tcp_settings(tcp_settings(self.command_timeout));
+        // The sentinels' credentials: those of the first URL that has any.
+        if let Some(settings) = infos
+            .iter()
+            .map(|info| info.redis_settings())
+            .find(|settings| settings.password().is_some() || settings.username().is_some())
+        {
+            if let Some(user) = settings.username() {
+                builder = builder.set_client_to_sentinel_username(user);
+            }
+            if let Some(password) = settings.password() {
+                builder = builder.set_client_to_sentinel_password(password);
+            }
+        }
+        if let Some((user, password)) = &self.primary_auth {
+            if let Some(user) = user {
+                builder = builder.set_client_to_redis_username(user);
+            }
+            builder = builder.set_client_to_redis_password(password);
+        }
+        if let Some(db) = self.primary_db {
+            builder = builder.set_client_to_redis_db(db);
+        }
+        if tls {
+            #[cfg(not(feature = "tls"))]
+            return Err(Error::InvalidConfig(
+                "rediss:// needs the `tls` feature of atomcache".into(),
+            ));
+            #[cfg(feature = "tls")]
+            {
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                builder = builder.set_client_to_redis_tls_mode(redis::TlsMode::Secure);
+                if let Some(pem) = &self.root_certificate {
+                    let certs = redis::TlsCertificates {
+                        client_tls: None,
+                        root_cert: Some(pem.clone()),
+                    };
+                    builder = builder
+                        .set_client_to_redis_certificates(certs.clone())
+                        .set_client_to_sentinel_certificates(certs);
+                }
+            }
+        }
+        builder.build().map_err(invalid)
+    }
+
+    /// A cluster client: RESP3, the same timeouts and TCP settings as a single server; with a
+    /// push sender for the subscriptions' client (pushes carry the sharded wake-ups).
     fn cluster_client(
         &self,
         urls: &[String],
-        push_sender: impl redis::aio::AsyncPushSender,
+        push_sender: Option<impl redis::aio::AsyncPushSender>,
     ) -> Result<redis::cluster::ClusterClient, Error> {
         if urls.is_empty() {
             return Err(Error::InvalidConfig(
@@ -500,8 +674,11 @@ impl RedisBackendBuilder {
             .tcp_settings(tcp_settings(self.command_timeout))
             // A few tries to follow MOVED/ASK redirections and topology refreshes; every call
             // is still bounded by the command timeout and the breaker.
-            .retries(3)
-            .push_sender(push_sender);
+            .retries(3);
+        let builder = match push_sender {
+            Some(sender) => builder.push_sender(sender),
+            None => builder,
+        };
         #[cfg(feature = "tls")]
         let builder = {
             if urls.iter().any(|url| url.starts_with("rediss://")) {
@@ -558,10 +735,17 @@ fn on_push(hub: &WakeHub, push: PushInfo) {
         }
         // Wake-ups published while the connection was down are lost: everyone looks again.
         PushKind::Disconnection => hub.wake_all(),
-        // A cluster node drops the sharded subscriptions of a slot that migrates away:
-        // wake-ups may have been lost, everyone looks again. (The confirmations of the
-        // sweeper's own SUNSUBSCRIBEs land here too: a spurious, harmless look-again.)
-        PushKind::SUnsubscribe => hub.wake_all(),
+        // A cluster node drops the sharded subscriptions of a slot that migrated away (and the
+        // client stops tracking them): the channel's waiters subscribe again, on the slot's new
+        // owner, and look again. The confirmations of the sweeper's own SUNSUBSCRIBEs land
+        // here too, for channels the hub no longer has: nothing to do.
+        PushKind::SUnsubscribe => {
+            if let Some(Value::BulkString(channel)) = push.data.first() {
+                if let Ok(channel) = std::str::from_utf8(channel) {
+                    hub.forget(channel);
+                }
+            }
+        }
         _ => {}
     }
 }
@@ -619,6 +803,46 @@ impl RedisBackend {
         ))
     }
 
+    /// Connects to the primary of a Sentinel-managed set with the default settings: the
+    /// `sentinels` (`redis://host:26379`, with the sentinels' own user/password if they have
+    /// one) name the primary of `service`, and after a failover the backend follows the new
+    /// primary on its own (see "Running on Redis Cluster / Sentinel" in the README).
+    ///
+    /// ```no_run
+    /// # #[tokio::main] async fn main() -> Result<(), atomcache::Error> {
+    /// let backend = atomcache::RedisBackend::connect_sentinel(
+    ///     &["redis://10.0.0.1:26379", "redis://10.0.0.2:26379", "redis://10.0.0.3:26379"],
+    ///     "cache",
+    /// )
+    /// .await?;
+    /// let runtime = atomcache::init(backend).await?;
+    /// # runtime.shutdown().await;
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect_sentinel(sentinels: &[&str], service: &str) -> Result<RedisBackend, Error> {
+        Self::sentinel_builder(sentinels, service).connect().await
+    }
+
+    /// Starts configuring a backend on the primary of a Sentinel-managed set, with the same
+    /// settings as [`builder`](Self::builder), plus the primary's credentials
+    /// ([`primary_auth`](RedisBackendBuilder::primary_auth)) and database
+    /// ([`primary_db`](RedisBackendBuilder::primary_db)).
+    ///
+    /// ```
+    /// let builder = atomcache::RedisBackend::sentinel_builder(
+    ///     &["redis://10.0.0.1:26379", "redis://10.0.0.2:26379"],
+    ///     "cache",
+    /// )
+    /// .command_timeout(std::time::Duration::from_millis(250))
+    /// .primary_auth(None, "secret");
+    /// ```
+    pub fn sentinel_builder(sentinels: &[&str], service: &str) -> RedisBackendBuilder {
+        Self::builder_for(Target::Sentinel {
+            urls: sentinels.iter().map(|n| (*n).to_owned()).collect(),
+            service: service.to_owned(),
+        })
+    }
+
     fn builder_for(target: Target) -> RedisBackendBuilder {
         RedisBackendBuilder {
             target,
@@ -628,11 +852,14 @@ impl RedisBackend {
             breaker: BreakerConfig::default(),
             #[cfg(feature = "tls")]
             root_certificate: None,
+            primary_auth: None,
+            primary_db: None,
         }
     }
 
     fn assemble(
         conn: Conn,
+        subs: Conn,
         hub: WakeHub,
         prefix: String,
         command_timeout: Duration,
@@ -640,6 +867,7 @@ impl RedisBackend {
     ) -> Self {
         let inner = Arc::new(Inner {
             conn,
+            subs,
             hub,
             control: tokio::sync::RwLock::new(()),
             prefix,
@@ -675,8 +903,30 @@ impl RedisBackend {
         self.inner.breaker.trips()
     }
 
+    /// With Sentinel: `host:port` of the primary this backend sends its commands to now.
+    /// `None` on one server or a cluster.
+    pub fn sentinel_primary(&self) -> Option<String> {
+        match &self.inner.conn {
+            Conn::Sentinel(primary) => Some(primary.address()),
+            _ => None,
+        }
+    }
+
     /// A command through the breaker, bounded by the command timeout.
     async fn bounded<T>(
+        &self,
+        fut: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, Error> {
+        let result = self.bounded_inner(fut).await;
+        if let (Err(err), Conn::Sentinel(primary)) = (&result, &self.inner.conn) {
+            if unhealthy(err) || read_only(err) {
+                primary.suspect();
+            }
+        }
+        result
+    }
+
+    async fn bounded_inner<T>(
         &self,
         fut: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, Error> {
@@ -750,7 +1000,7 @@ async fn sweep_idle_channels(inner: Weak<Inner>) {
         if idle.is_empty() {
             continue;
         }
-        let mut conn = inner.conn.clone();
+        let mut conn = inner.subs.clone();
         match tokio::time::timeout(inner.command_timeout, conn.unsubscribe(&idle)).await {
             Ok(Ok(())) => {}
             Ok(Err(err)) => tracing::debug!(%err, "unsubscribing idle channels failed"),
@@ -768,6 +1018,16 @@ fn unhealthy(err: &Error) -> bool {
                 || err.is_io_error()
                 || err.is_connection_dropped()
                 || err.is_connection_refusal()
+        }),
+        _ => false,
+    }
+}
+
+/// `READONLY`: the node became a replica (a Sentinel failover demoted it).
+fn read_only(err: &Error) -> bool {
+    match err {
+        Error::Backend(err) => err.downcast_ref::<redis::RedisError>().is_some_and(|err| {
+            err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
         }),
         _ => false,
     }
@@ -953,7 +1213,7 @@ impl Backend for RedisBackend {
         let channel = key.channel();
         let _shared = self.inner.control.read().await;
         let (subscription, ready) = self.inner.hub.register(&channel);
-        let mut conn = self.conn();
+        let mut conn = self.inner.subs.clone();
         let confirm = ready.get_or_try_init(|| async { conn.subscribe(&channel).await });
         self.bounded(confirm).await?;
         Ok(subscription)

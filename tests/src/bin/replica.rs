@@ -1,7 +1,7 @@
 //! One replica of a service, as a separate OS process, for the multi-process stampede tests.
 //!
 //! ```text
-//! replica --url redis://127.0.0.1:6379/ --ns stampede --id key --callers 50 \
+//! replica --url <redis URL or atomcache_tests::spec> --ns stampede --id key --callers 50 \
 //!         --compute-ms 250 --lock-timeout-ms 5000 [--exp-ms 60000]
 //! ```
 //!
@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use atomcache::{Cache, RedisBackend};
+use atomcache::Cache;
 use atomcache_tests::unix_ms;
 
 struct Args {
@@ -72,7 +72,8 @@ fn say(line: &str) {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args = parse_args();
-    let backend = RedisBackend::connect(&args.url)
+    let backend = atomcache_tests::spec::builder(&args.url)
+        .connect()
         .await
         .expect("connect to Redis");
     let cache = Cache::builder(args.ns.clone())

@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use atomcache::{Cache, RedisBackend};
+use atomcache::Cache;
 use atomcache_tests::unix_ms;
 use tokio::io::AsyncBufReadExt;
 
@@ -84,7 +84,7 @@ async fn sleep_until_unix_ms(at: f64) {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args = parse_args();
-    let backend = RedisBackend::builder(&args.url)
+    let backend = atomcache_tests::spec::builder(&args.url)
         .command_timeout(args.command_timeout)
         .connect()
         .await
