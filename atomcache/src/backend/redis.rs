@@ -113,7 +113,9 @@ const SWEEP_EVERY: Duration = Duration::from_secs(5);
 #[derive(Clone)]
 enum Conn {
     Single(ConnectionManager),
-    Cluster(ClusterConnection),
+    /// `true`: sharded pub/sub (Redis 7+); `false`: classic `PUBLISH`, which a cluster
+    /// broadcasts to every node (servers older than 7).
+    Cluster(ClusterConnection, bool),
     /// The primary of a Sentinel-managed set, followed across failovers.
     Sentinel(Arc<Primary>),
 }
@@ -122,7 +124,7 @@ impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Conn::Single(conn) => conn.req_packed_command(cmd),
-            Conn::Cluster(conn) => conn.req_packed_command(cmd),
+            Conn::Cluster(conn, _) => conn.req_packed_command(cmd),
             Conn::Sentinel(primary) => {
                 let mut conn = primary.manager();
                 Box::pin(async move { conn.req_packed_command(cmd).await })
@@ -138,7 +140,7 @@ impl ConnectionLike for Conn {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             Conn::Single(conn) => conn.req_packed_commands(cmd, offset, count),
-            Conn::Cluster(conn) => conn.req_packed_commands(cmd, offset, count),
+            Conn::Cluster(conn, _) => conn.req_packed_commands(cmd, offset, count),
             Conn::Sentinel(primary) => {
                 let mut conn = primary.manager();
                 Box::pin(async move { conn.req_packed_commands(cmd, offset, count).await })
@@ -149,7 +151,7 @@ impl ConnectionLike for Conn {
     fn get_db(&self) -> i64 {
         match self {
             Conn::Single(conn) => conn.get_db(),
-            Conn::Cluster(conn) => conn.get_db(),
+            Conn::Cluster(conn, _) => conn.get_db(),
             Conn::Sentinel(primary) => primary.manager().get_db(),
         }
     }
@@ -160,15 +162,16 @@ impl Conn {
     /// where the entry's channel hashes to the slot of its keys (the shared hash tag).
     fn publish_command(&self) -> &'static [u8] {
         match self {
-            Conn::Single(_) | Conn::Sentinel(_) => b"PUBLISH",
-            Conn::Cluster(_) => b"SPUBLISH",
+            Conn::Cluster(_, true) => b"SPUBLISH",
+            Conn::Single(_) | Conn::Sentinel(_) | Conn::Cluster(_, false) => b"PUBLISH",
         }
     }
 
     async fn subscribe(&mut self, channel: &str) -> redis::RedisResult<()> {
         match self {
             Conn::Single(conn) => conn.subscribe(channel).await,
-            Conn::Cluster(conn) => conn.ssubscribe(channel).await,
+            Conn::Cluster(conn, true) => conn.ssubscribe(channel).await,
+            Conn::Cluster(conn, false) => conn.subscribe(channel).await,
             Conn::Sentinel(primary) => primary.manager().subscribe(channel).await,
         }
     }
@@ -178,12 +181,13 @@ impl Conn {
             Conn::Single(conn) => conn.unsubscribe(channels).await,
             Conn::Sentinel(primary) => primary.manager().unsubscribe(channels).await,
             // One at a time: channels of different slots cannot share an SUNSUBSCRIBE.
-            Conn::Cluster(conn) => {
+            Conn::Cluster(conn, true) => {
                 for channel in channels {
                     conn.sunsubscribe(channel).await?;
                 }
                 Ok(())
             }
+            Conn::Cluster(conn, false) => conn.unsubscribe(channels).await,
         }
     }
 }
@@ -256,6 +260,10 @@ impl std::fmt::Debug for RedisBackend {
         f.debug_struct("RedisBackend")
             .field("prefix", &self.inner.prefix)
             .field("command_timeout", &self.inner.command_timeout)
+            .field(
+                "wake_ups",
+                &String::from_utf8_lossy(self.inner.conn.publish_command()),
+            )
             .field("channels", &self.inner.hub.channels())
             .finish()
     }
@@ -291,8 +299,7 @@ impl std::fmt::Debug for RedisBackendBuilder {
         if let Target::Sentinel { service, .. } = &self.target {
             out.field("service", service);
         }
-        out
-            .field("connect_timeout", &self.connect_timeout)
+        out.field("connect_timeout", &self.connect_timeout)
             .field("command_timeout", &self.command_timeout)
             .field("prefix", &self.prefix)
             .field("breaker", &self.breaker)
@@ -308,12 +315,14 @@ enum Target {
     Sentinel { urls: Vec<String>, service: String },
 }
 
-/// The client `prepare` builds.
+/// The client `prepare` builds: made once per `connect`, never stored, so the size of its
+/// variants does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Client {
     Single(redis::Client, ConnectionManagerConfig),
     /// Commands, and subscriptions (see [`Inner::subs`]).
     Cluster(redis::cluster::ClusterClient, redis::cluster::ClusterClient),
-    Sentinel(Box<SentinelClient>, ConnectionManagerConfig),
+    Sentinel(SentinelClient, ConnectionManagerConfig),
 }
 
 /// What `prepare` hands to `connect` / `connect_lazy`.
@@ -417,9 +426,19 @@ impl RedisBackendBuilder {
             }
             Client::Cluster(commands, subs) => {
                 let both = async {
-                    let conn = commands.get_async_connection().await?;
+                    let mut conn = commands.get_async_connection().await?;
                     let subs = subs.get_async_connection().await?;
-                    Ok::<_, redis::RedisError>((Conn::Cluster(conn), Conn::Cluster(subs)))
+                    let sharded = sharded_pubsub(&mut conn).await?;
+                    if !sharded {
+                        tracing::warn!(
+                            "this Redis Cluster has no sharded pub/sub (Redis < 7): wake-ups use \
+                             PUBLISH, which the cluster broadcasts to every node"
+                        );
+                    }
+                    Ok::<_, redis::RedisError>((
+                        Conn::Cluster(conn, sharded),
+                        Conn::Cluster(subs, sharded),
+                    ))
                 };
                 match tokio::time::timeout(timeout, both).await {
                     Ok(conns) => conns?,
@@ -427,7 +446,7 @@ impl RedisBackendBuilder {
                 }
             }
             Client::Sentinel(sentinel, config) => {
-                let primary = Primary::connect(*sentinel, config, p.hub.clone(), timeout).await?;
+                let primary = Primary::connect(sentinel, config, p.hub.clone(), timeout).await?;
                 let conn = Conn::Sentinel(primary);
                 (conn.clone(), conn)
             }
@@ -503,7 +522,10 @@ impl RedisBackendBuilder {
         let url = match &self.target {
             Target::Single(url) => url.clone(),
             Target::Cluster(urls) => {
-                let commands = self.cluster_client(urls, None::<fn(PushInfo) -> Result<(), redis::aio::SendError>>)?;
+                let commands = self.cluster_client(
+                    urls,
+                    None::<fn(PushInfo) -> Result<(), redis::aio::SendError>>,
+                )?;
                 let subs = self.cluster_client(urls, Some(on_push_fn))?;
                 return Ok(Prepared {
                     client: Client::Cluster(commands, subs),
@@ -516,7 +538,7 @@ impl RedisBackendBuilder {
             Target::Sentinel { urls, service } => {
                 let sentinel = self.sentinel_client(urls, service)?;
                 return Ok(Prepared {
-                    client: Client::Sentinel(Box::new(sentinel), self.manager_config(on_push_fn)),
+                    client: Client::Sentinel(sentinel, self.manager_config(on_push_fn)),
                     hub,
                     prefix: self.prefix,
                     command_timeout: self.command_timeout,
@@ -587,12 +609,17 @@ impl RedisBackendBuilder {
     /// `rediss://`, and then to the primary too), RESP3 and our TCP settings to the primary.
     fn sentinel_client(&self, urls: &[String], service: &str) -> Result<SentinelClient, Error> {
         use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
-        let invalid = |e: redis::RedisError| Error::InvalidConfig(format!("invalid Sentinel URL: {e}"));
+        let invalid =
+            |e: redis::RedisError| Error::InvalidConfig(format!("invalid Sentinel URL: {e}"));
         if urls.is_empty() {
-            return Err(Error::InvalidConfig("Sentinel needs at least one sentinel URL".into()));
+            return Err(Error::InvalidConfig(
+                "Sentinel needs at least one sentinel URL".into(),
+            ));
         }
         if service.is_empty() {
-            return Err(Error::InvalidConfig("the Sentinel service name is empty".into()));
+            return Err(Error::InvalidConfig(
+                "the Sentinel service name is empty".into(),
+            ));
         }
         let infos = urls
             .iter()
@@ -819,7 +846,10 @@ impl RedisBackend {
     /// # runtime.shutdown().await;
     /// # Ok(()) }
     /// ```
-    pub async fn connect_sentinel(sentinels: &[&str], service: &str) -> Result<RedisBackend, Error> {
+    pub async fn connect_sentinel(
+        sentinels: &[&str],
+        service: &str,
+    ) -> Result<RedisBackend, Error> {
         Self::sentinel_builder(sentinels, service).connect().await
     }
 
@@ -1020,6 +1050,25 @@ fn unhealthy(err: &Error) -> bool {
                 || err.is_connection_refusal()
         }),
         _ => false,
+    }
+}
+
+/// Whether the cluster knows `SPUBLISH` (Redis 7+): `COMMAND INFO` answers nil for a command
+/// the server does not have.
+async fn sharded_pubsub(conn: &mut ClusterConnection) -> redis::RedisResult<bool> {
+    let info: Value = redis::cmd("COMMAND")
+        .arg("INFO")
+        .arg("SPUBLISH")
+        .query_async(conn)
+        .await?;
+    Ok(knows_command(&info))
+}
+
+fn knows_command(info: &Value) -> bool {
+    match info {
+        Value::Array(items) => !matches!(items.first(), None | Some(Value::Nil)),
+        Value::Nil => false,
+        _ => true,
     }
 }
 
@@ -1234,5 +1283,64 @@ impl Backend for RedisBackend {
 
     fn key_prefix(&self) -> &str {
         &self.inner.prefix
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_info_tells_whether_the_server_has_the_command() {
+        let known = Value::Array(vec![Value::Array(vec![Value::BulkString(
+            b"spublish".to_vec(),
+        )])]);
+        assert!(knows_command(&known));
+        assert!(!knows_command(&Value::Array(vec![Value::Nil])));
+        assert!(!knows_command(&Value::Array(vec![])));
+        assert!(!knows_command(&Value::Nil));
+    }
+
+    #[test]
+    fn readonly_replies_are_recognised_and_are_not_unhealthy() {
+        let err: Error = redis::RedisError::from((
+            redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly),
+            "You can't write against a read only replica.",
+        ))
+        .into();
+        assert!(read_only(&err));
+        assert!(!unhealthy(&err));
+        assert!(!read_only(&Error::Timeout(Duration::from_secs(1))));
+    }
+
+    #[test]
+    fn sentinel_settings_are_refused_elsewhere_and_checked_for_sentinel() {
+        let err = RedisBackend::builder("redis://127.0.0.1/")
+            .primary_db(1)
+            .prepare()
+            .err()
+            .expect("primary_db on one server");
+        assert!(matches!(err, Error::InvalidConfig(_)), "{err:?}");
+        let err = RedisBackend::sentinel_builder(&[], "svc")
+            .prepare()
+            .err()
+            .expect("no sentinels");
+        assert!(matches!(err, Error::InvalidConfig(_)), "{err:?}");
+        let err = RedisBackend::sentinel_builder(&["redis://127.0.0.1:26379"], "")
+            .prepare()
+            .err()
+            .expect("no service");
+        assert!(matches!(err, Error::InvalidConfig(_)), "{err:?}");
+        let debug = format!(
+            "{:?}",
+            RedisBackend::sentinel_builder(&["redis://:hunter2@127.0.0.1:26379"], "svc")
+                .primary_auth(None, "primary-secret")
+        );
+        assert!(
+            debug.contains("svc")
+                && !debug.contains("hunter2")
+                && !debug.contains("primary-secret"),
+            "{debug}"
+        );
     }
 }
