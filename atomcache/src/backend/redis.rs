@@ -17,11 +17,18 @@
 //!   keepalive and `TCP_USER_TIMEOUT` make a half-open connection fail instead of hanging.
 //!
 //! - On a Redis Cluster ([`RedisBackend::connect_cluster`]) the same commands go through the
-//!   `redis` crate's async cluster client, which routes each one by its first key; wake-ups use
-//!   sharded pub/sub (`SPUBLISH` inside the scripts, `SSUBSCRIBE`), since an entry's channel
-//!   shares the hash tag of its keys.
+//!   `redis` crate's async cluster client, which routes each one by its first key and follows
+//!   MOVED/ASK, slot migrations and failovers; wake-ups use sharded pub/sub (`SPUBLISH` inside
+//!   the scripts, `SSUBSCRIBE` on a second cluster client that carries subscriptions only),
+//!   since an entry's channel shares the hash tag of its keys. A channel whose slot moves is
+//!   subscribed again on its new owner.
+//! - With Sentinel ([`RedisBackend::connect_sentinel`]) commands go to the primary the
+//!   sentinels name, through a reconnecting manager; when commands fail, the sentinels are
+//!   asked again and a new primary is followed (see the `sentinel` module).
 //!
-//! Requires Redis 6 or newer (RESP3); Redis 7 or newer on a cluster (sharded pub/sub).
+//! Requires Redis 6 or newer (RESP3). On a cluster, wake-ups use sharded pub/sub where the
+//! servers have it (Redis 7+) and fall back to classic `PUBLISH` (broadcast to every node)
+//! where they do not.
 
 use std::future::Future;
 use std::sync::{Arc, Weak};
