@@ -262,6 +262,48 @@ impl SentinelSet {
         }
     }
 
+    /// The primary or the replica, by port (read-only; see [`server_mut`](Self::server_mut)).
+    pub fn server(&self, port: u16) -> &RedisServer {
+        if self.primary.port() == port {
+            &self.primary
+        } else if self.replica.port() == port {
+            &self.replica
+        } else {
+            panic!("port {port} is neither the primary nor the replica")
+        }
+    }
+
+    /// Waits until the server on `port` answers `ROLE` as `expected` (`master`, `slave`) and,
+    /// as a replica, reports its link to its primary up (`master_link_status:up`); panics with
+    /// the logs after `timeout`. E.g. an old primary restarted after a failover, until the
+    /// sentinels have made it a replica of the new one and it has synced.
+    pub async fn wait_for_role(&self, port: u16, expected: &str, timeout: Duration) {
+        let start = Instant::now();
+        loop {
+            let now = role(port);
+            let linked = expected != "slave"
+                || connect(port)
+                    .and_then(|mut conn| {
+                        redis::cmd("INFO")
+                            .arg("replication")
+                            .query::<String>(&mut conn)
+                            .ok()
+                    })
+                    .is_some_and(|info| info.contains("master_link_status:up"));
+            if now.as_deref() == Some(expected) && linked {
+                return;
+            }
+            if start.elapsed() >= timeout {
+                panic!(
+                    "port {port} does not answer ROLE {expected:?} (linked) within {timeout:?}: \
+                     it answers {now:?}\n{}",
+                    self.logs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Waits until every running sentinel names a primary other than the old one, and that
     /// server answers `ROLE` as `master`; returns its port. The old primary is the one the last
     /// [`kill_primary`](Self::kill_primary) killed, else the one named when the wait began

@@ -132,10 +132,10 @@ impl ConnectionLike for Conn {
         match self {
             Conn::Single(conn) => conn.req_packed_command(cmd),
             Conn::Cluster(conn, _) => conn.req_packed_command(cmd),
-            Conn::Sentinel(primary) => {
-                let mut conn = primary.manager();
-                Box::pin(async move { conn.req_packed_command(cmd).await })
-            }
+            Conn::Sentinel(primary) => match primary.manager() {
+                Ok(mut conn) => Box::pin(async move { conn.req_packed_command(cmd).await }),
+                Err(err) => Box::pin(std::future::ready(Err(err))),
+            },
         }
     }
 
@@ -148,10 +148,12 @@ impl ConnectionLike for Conn {
         match self {
             Conn::Single(conn) => conn.req_packed_commands(cmd, offset, count),
             Conn::Cluster(conn, _) => conn.req_packed_commands(cmd, offset, count),
-            Conn::Sentinel(primary) => {
-                let mut conn = primary.manager();
-                Box::pin(async move { conn.req_packed_commands(cmd, offset, count).await })
-            }
+            Conn::Sentinel(primary) => match primary.manager() {
+                Ok(mut conn) => {
+                    Box::pin(async move { conn.req_packed_commands(cmd, offset, count).await })
+                }
+                Err(err) => Box::pin(std::future::ready(Err(err))),
+            },
         }
     }
 
@@ -159,7 +161,7 @@ impl ConnectionLike for Conn {
         match self {
             Conn::Single(conn) => conn.get_db(),
             Conn::Cluster(conn, _) => conn.get_db(),
-            Conn::Sentinel(primary) => primary.manager().get_db(),
+            Conn::Sentinel(primary) => primary.db(),
         }
     }
 }
@@ -179,14 +181,14 @@ impl Conn {
             Conn::Single(conn) => conn.subscribe(channel).await,
             Conn::Cluster(conn, true) => conn.ssubscribe(channel).await,
             Conn::Cluster(conn, false) => conn.subscribe(channel).await,
-            Conn::Sentinel(primary) => primary.manager().subscribe(channel).await,
+            Conn::Sentinel(primary) => primary.manager()?.subscribe(channel).await,
         }
     }
 
     async fn unsubscribe(&mut self, channels: &[String]) -> redis::RedisResult<()> {
         match self {
             Conn::Single(conn) => conn.unsubscribe(channels).await,
-            Conn::Sentinel(primary) => primary.manager().unsubscribe(channels).await,
+            Conn::Sentinel(primary) => primary.manager()?.unsubscribe(channels).await,
             // One at a time: channels of different slots cannot share an SUNSUBSCRIBE.
             Conn::Cluster(conn, true) => {
                 for channel in channels {
@@ -329,8 +331,12 @@ enum Client {
     Single(redis::Client, ConnectionManagerConfig),
     /// Commands, and subscriptions (see [`Inner::subs`]).
     Cluster(redis::cluster::ClusterClient, redis::cluster::ClusterClient),
-    Sentinel(SentinelClient, ConnectionManagerConfig),
+    /// One client per sentinel; the hook its connections' drops call (set once connected).
+    Sentinel(Vec<SentinelClient>, ConnectionManagerConfig, FollowHook),
 }
+
+/// How a Sentinel connection's push handler reaches the [`Primary`] built after it.
+type FollowHook = Arc<std::sync::OnceLock<Weak<Primary>>>;
 
 /// What `prepare` hands to `connect` / `connect_lazy`.
 struct Prepared {
@@ -452,8 +458,9 @@ impl RedisBackendBuilder {
                     Err(_) => return Err(Error::Timeout(timeout)),
                 }
             }
-            Client::Sentinel(sentinel, config) => {
-                let primary = Primary::connect(sentinel, config, p.hub.clone(), timeout).await?;
+            Client::Sentinel(sentinels, config, hook) => {
+                let primary = Primary::connect(sentinels, config, p.hub.clone(), timeout).await?;
+                let _ = hook.set(Arc::downgrade(&primary));
                 let conn = Conn::Sentinel(primary);
                 (conn.clone(), conn)
             }
@@ -522,7 +529,15 @@ impl RedisBackendBuilder {
         }
         let hub = WakeHub::new();
         let push_hub = hub.clone();
+        let hook = FollowHook::default();
+        let push_hook = hook.clone();
         let on_push_fn = move |push: PushInfo| {
+            if matches!(push.kind, PushKind::Disconnection) {
+                // With Sentinel: the primary may have moved; ask before reconnecting to it.
+                if let Some(primary) = push_hook.get().and_then(Weak::upgrade) {
+                    primary.suspect();
+                }
+            }
             on_push(&push_hub, push);
             Ok::<(), redis::aio::SendError>(())
         };
@@ -543,9 +558,9 @@ impl RedisBackendBuilder {
                 });
             }
             Target::Sentinel { urls, service } => {
-                let sentinel = self.sentinel_client(urls, service)?;
+                let sentinels = self.sentinel_clients(urls, service)?;
                 return Ok(Prepared {
-                    client: Client::Sentinel(sentinel, self.manager_config(on_push_fn)),
+                    client: Client::Sentinel(sentinels, self.manager_config(on_push_fn), hook),
                     hub,
                     prefix: self.prefix,
                     command_timeout: self.command_timeout,
@@ -614,8 +629,11 @@ impl RedisBackendBuilder {
 
     /// The Sentinel client: sentinel addresses and credentials from `urls` (TLS when they are
     /// `rediss://`, and then to the primary too), RESP3 and our TCP settings to the primary.
-    fn sentinel_client(&self, urls: &[String], service: &str) -> Result<SentinelClient, Error> {
-        use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
+    fn sentinel_clients(
+        &self,
+        urls: &[String],
+        service: &str,
+    ) -> Result<Vec<SentinelClient>, Error> {
         let invalid =
             |e: redis::RedisError| Error::InvalidConfig(format!("invalid Sentinel URL: {e}"));
         if urls.is_empty() {
@@ -632,30 +650,35 @@ impl RedisBackendBuilder {
             .iter()
             .map(|url| url.as_str().into_connection_info().map_err(invalid))
             .collect::<Result<Vec<_>, _>>()?;
+        // TLS to the primary when the sentinels are reached over TLS.
         let tls = infos
             .iter()
             .any(|info| matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. }));
-        let mut builder = SentinelClientBuilder::new(
-            infos.iter().map(|info| info.addr().clone()),
-            service,
-            SentinelServerType::Master,
-        )
-        .map_err(invalid)?
-        .set_client_to_redis_protocol(ProtocolVersion::RESP3)
-        .set_client_to_redis_tcp_settings(tcp_settings(self.command_timeout))
-        .set_client_to_sentinel_tcp_settings(tcp_settings(self.command_timeout));
-        // The sentinels' credentials: those of the first URL that has any.
-        if let Some(settings) = infos
+        infos
             .iter()
-            .map(|info| info.redis_settings())
-            .find(|settings| settings.password().is_some() || settings.username().is_some())
-        {
-            if let Some(user) = settings.username() {
-                builder = builder.set_client_to_sentinel_username(user);
-            }
-            if let Some(password) = settings.password() {
-                builder = builder.set_client_to_sentinel_password(password);
-            }
+            .map(|info| self.sentinel_client(info, service, tls).map_err(invalid))
+            .collect()
+    }
+
+    /// The client of one sentinel, with its own credentials (from its URL).
+    fn sentinel_client(
+        &self,
+        info: &redis::ConnectionInfo,
+        service: &str,
+        tls: bool,
+    ) -> redis::RedisResult<SentinelClient> {
+        use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
+        let mut builder =
+            SentinelClientBuilder::new([info.addr().clone()], service, SentinelServerType::Master)?
+                .set_client_to_redis_protocol(ProtocolVersion::RESP3)
+                .set_client_to_redis_tcp_settings(tcp_settings(self.command_timeout))
+                .set_client_to_sentinel_tcp_settings(tcp_settings(self.command_timeout));
+        let settings = info.redis_settings();
+        if let Some(user) = settings.username() {
+            builder = builder.set_client_to_sentinel_username(user);
+        }
+        if let Some(password) = settings.password() {
+            builder = builder.set_client_to_sentinel_password(password);
         }
         if let Some((user, password)) = &self.primary_auth {
             if let Some(user) = user {
@@ -668,9 +691,10 @@ impl RedisBackendBuilder {
         }
         if tls {
             #[cfg(not(feature = "tls"))]
-            return Err(Error::InvalidConfig(
-                "rediss:// needs the `tls` feature of atomcache".into(),
-            ));
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::InvalidClientConfig,
+                "rediss:// needs the `tls` feature of atomcache",
+            )));
             #[cfg(feature = "tls")]
             {
                 let _ = rustls::crypto::ring::default_provider().install_default();
@@ -680,13 +704,14 @@ impl RedisBackendBuilder {
                         client_tls: None,
                         root_cert: Some(pem.clone()),
                     };
-                    builder = builder
-                        .set_client_to_redis_certificates(certs.clone())
-                        .set_client_to_sentinel_certificates(certs);
+                    builder = builder.set_client_to_redis_certificates(certs.clone());
+                    if matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. }) {
+                        builder = builder.set_client_to_sentinel_certificates(certs);
+                    }
                 }
             }
         }
-        builder.build().map_err(invalid)
+        builder.build()
     }
 
     /// A cluster client: RESP3, the same timeouts and TCP settings as a single server; with a
@@ -955,12 +980,20 @@ impl RedisBackend {
         fut: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, Error> {
         let result = self.bounded_inner(fut).await;
-        if let (Err(err), Conn::Sentinel(primary)) = (&result, &self.inner.conn) {
-            if unhealthy(err) || read_only(err) {
+        if let Err(err) = &result {
+            self.failed(err);
+        }
+        result
+    }
+
+    /// With Sentinel, an error that may mean the primary moved (no answer, the breaker open,
+    /// `READONLY`) sends the backend asking the sentinels.
+    fn failed(&self, err: &Error) {
+        if let Conn::Sentinel(primary) = &self.inner.conn {
+            if unhealthy(err) || read_only(err) || matches!(err, Error::Unavailable) {
                 primary.suspect();
             }
         }
-        result
     }
 
     async fn bounded_inner<T>(
@@ -1127,7 +1160,11 @@ impl Backend for RedisBackend {
         // the command timeout — and a timer registration costs a fifth of a hit's own CPU.
         // The breaker's ticket instead of `Breaker::call`: no future wraps the query, so
         // nothing large is moved on the hot path.
-        let ticket = self.inner.breaker.ticket()?;
+        let ticket = self
+            .inner
+            .breaker
+            .ticket()
+            .inspect_err(|err| self.failed(err))?;
         let mut conn = self.conn();
         let result = redis::cmd("GET")
             .arg(key.value())
@@ -1135,6 +1172,9 @@ impl Backend for RedisBackend {
             .await
             .map_err(Error::from);
         ticket.settle(&result, unhealthy);
+        if let Err(err) = &result {
+            self.failed(err);
+        }
         result
     }
 
