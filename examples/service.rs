@@ -4,6 +4,9 @@
 //! ```text
 //! cargo run --example service                         # embedded memory backend, port 3000
 //! REDIS_URL=redis://127.0.0.1:6379/ PORT=3001 cargo run --example service
+//! REDIS_CLUSTER=redis://127.0.0.1:7000/,redis://127.0.0.1:7001/ cargo run --example service
+//! REDIS_SENTINELS=redis://127.0.0.1:26379/,redis://127.0.0.1:26380/ REDIS_SENTINEL_SERVICE=cache \
+//!     cargo run --example service
 //! ```
 //!
 //! Endpoints:
@@ -96,25 +99,49 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_env_filter("atomcache=info")
         .init();
 
-    // `REDIS_URL=` (set but empty) means "not set".
-    let redis_url = std::env::var("REDIS_URL")
-        .ok()
-        .filter(|url| !url.trim().is_empty());
-    let runtime = match redis_url {
-        Some(url) => {
-            println!(
-                "[replica {}] backend: Redis at {}",
-                replica(),
-                without_password(&url)
-            );
-            atomcache::init(atomcache::RedisBackend::connect(&url).await?).await?
-        }
-        None => {
-            println!(
-                "[replica {}] backend: embedded memory (set REDIS_URL to share one Redis)",
-                replica()
-            );
-            atomcache::init(atomcache::MemoryBackend::new()).await?
+    // A variable set but empty means "not set".
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let list = |urls: &str| -> Vec<String> { urls.split(',').map(str::to_owned).collect() };
+    let hosts = |urls: &[String]| -> String {
+        let shown: Vec<String> = urls.iter().map(|u| without_password(u)).collect();
+        shown.join(", ")
+    };
+    let runtime = if let Some(urls) = var("REDIS_CLUSTER") {
+        let urls = list(&urls);
+        println!(
+            "[replica {}] backend: Redis Cluster at {}",
+            replica(),
+            hosts(&urls)
+        );
+        let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+        atomcache::init(atomcache::RedisBackend::connect_cluster(&urls).await?).await?
+    } else if let Some(urls) = var("REDIS_SENTINELS") {
+        let service = var("REDIS_SENTINEL_SERVICE").unwrap_or_else(|| "mymaster".to_owned());
+        let urls = list(&urls);
+        println!(
+            "[replica {}] backend: the primary of {service:?} named by the sentinels at {}",
+            replica(),
+            hosts(&urls)
+        );
+        let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+        atomcache::init(atomcache::RedisBackend::connect_sentinel(&urls, &service).await?).await?
+    } else {
+        match var("REDIS_URL") {
+            Some(url) => {
+                println!(
+                    "[replica {}] backend: Redis at {}",
+                    replica(),
+                    without_password(&url)
+                );
+                atomcache::init(atomcache::RedisBackend::connect(&url).await?).await?
+            }
+            None => {
+                println!(
+                    "[replica {}] backend: embedded memory (set REDIS_URL to share one Redis)",
+                    replica()
+                );
+                atomcache::init(atomcache::MemoryBackend::new()).await?
+            }
         }
     };
 
