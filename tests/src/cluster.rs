@@ -500,6 +500,178 @@ impl RedisCluster {
         }
     }
 
+    /// Moves the one hash slot `slot`, with its keys, from the primary that serves it to the
+    /// primary on port `to`, as `redis-cli --cluster reshard` moves each slot (but choosing the
+    /// slot): [`begin_slot_migration`](Self::begin_slot_migration), then
+    /// [`finish_slot_migration`](Self::finish_slot_migration). Returns the source's port.
+    pub async fn migrate_slot(&self, slot: u16, to: u16) -> u16 {
+        let from = self.begin_slot_migration(slot, to).await;
+        self.finish_slot_migration(slot, from, to).await;
+        from
+    }
+
+    /// Starts moving `slot` from the primary that serves it to the primary on port `to`:
+    /// `CLUSTER SETSLOT slot IMPORTING <source>` on the target, then `MIGRATING <target>` on the
+    /// source. No key moves yet: the source keeps serving the slot's keys it holds, answers
+    /// `ASK` for the others and `TRYAGAIN` for a multi-key command that names both. Returns the
+    /// source's port.
+    ///
+    /// Panics (with the nodes' logs) if a step fails, if `to` already serves `slot` or is not a
+    /// healthy primary.
+    pub async fn begin_slot_migration(&self, slot: u16, to: u16) -> u16 {
+        let view = self.cluster_nodes();
+        let source = view
+            .iter()
+            .find(|n| n.primary && !n.failed && n.serves(slot))
+            .unwrap_or_else(|| panic!("no healthy primary serves slot {slot}: {view:?}"))
+            .clone();
+        let target = self.node_id(&view, to);
+        assert_ne!(source.port, to, "port {to} already serves slot {slot}");
+        let mut dst = self.node(to).raw().await;
+        self.setslot(&mut dst, slot, "IMPORTING", &source.id, to)
+            .await;
+        let mut src = self.node(source.port).raw().await;
+        self.setslot(&mut src, slot, "MIGRATING", &target, source.port)
+            .await;
+        source.port
+    }
+
+    /// Finishes a [`begin_slot_migration`](Self::begin_slot_migration) of `slot` from `from`
+    /// to `to`: [`move_slot_keys`](Self::move_slot_keys), then [`assign_slot`](Self::assign_slot)
+    /// on the target, the source (which drops the slot's shard channels: their subscribers get
+    /// an unsolicited `SUNSUBSCRIBE`) and the other primaries, then
+    /// [`wait_for_slot_owner`](Self::wait_for_slot_owner).
+    pub async fn finish_slot_migration(&self, slot: u16, from: u16, to: u16) {
+        self.move_slot_keys(slot, from, to).await;
+        // The target first, so that the slot never lacks an owner that accepts it; then the
+        // source; then everyone else.
+        let mut order = vec![to, from];
+        order.extend(
+            self.cluster_nodes()
+                .iter()
+                .filter(|n| n.primary && !n.failed && n.port != to && n.port != from)
+                .map(|n| n.port),
+        );
+        for port in order {
+            if self.node(port).is_running() {
+                self.assign_slot(slot, to, port).await;
+            }
+        }
+        self.wait_for_slot_owner(slot, to).await;
+    }
+
+    /// `MIGRATE`s every key of `slot` from the node on `from` to the node on `to`, in batches
+    /// of 100 (the slot must be migrating: see
+    /// [`begin_slot_migration`](Self::begin_slot_migration)).
+    ///
+    /// Panics (with the nodes' logs) if a command fails.
+    pub async fn move_slot_keys(&self, slot: u16, from: u16, to: u16) {
+        let mut src = self.node(from).raw().await;
+        loop {
+            let keys: Vec<Vec<u8>> = redis::cmd("CLUSTER")
+                .arg("GETKEYSINSLOT")
+                .arg(slot)
+                .arg(100)
+                .query_async(&mut src)
+                .await
+                .unwrap_or_else(|err| {
+                    panic!(
+                        "CLUSTER GETKEYSINSLOT {slot} on {from}: {err}\n{}",
+                        self.logs()
+                    )
+                });
+            if keys.is_empty() {
+                return;
+            }
+            let mut migrate = redis::cmd("MIGRATE");
+            migrate
+                .arg("127.0.0.1")
+                .arg(to)
+                .arg("")
+                .arg(0)
+                .arg(5000)
+                .arg("REPLACE")
+                .arg("KEYS")
+                .arg(&keys);
+            if let Err(err) = migrate.query_async::<()>(&mut src).await {
+                panic!(
+                    "MIGRATE of slot {slot} from {from} to {to}: {err}\n{}",
+                    self.logs()
+                );
+            }
+        }
+    }
+
+    /// Tells the node on port `on` that the primary on port `to` serves `slot`
+    /// (`CLUSTER SETSLOT slot NODE <id of to>`); returns once that node answered.
+    ///
+    /// Panics (with the nodes' logs) if the command fails.
+    pub async fn assign_slot(&self, slot: u16, to: u16, on: u16) {
+        let target = self.node_id(&self.cluster_nodes(), to);
+        let mut conn = self.node(on).raw().await;
+        self.setslot(&mut conn, slot, "NODE", &target, on).await;
+    }
+
+    /// Waits until every running node sees the primary on port `to` serving `slot` and the
+    /// cluster is stable. Panics with the nodes' logs after the formation timeout.
+    pub async fn wait_for_slot_owner(&self, slot: u16, to: u16) {
+        let deadline = Instant::now() + FORM_TIMEOUT;
+        loop {
+            let agreed = self.check_stable(3, 0).and_then(|()| {
+                self.views().into_iter().try_for_each(|(port, view)| {
+                    match view.iter().find(|n| n.serves(slot)) {
+                        Some(n) if n.port == to => Ok(()),
+                        other => Err(format!(
+                            "node {port} sees slot {slot} at {:?}",
+                            other.map(|n| n.port)
+                        )),
+                    }
+                })
+            });
+            match agreed {
+                Ok(()) => return,
+                Err(why) if Instant::now() >= deadline => panic!(
+                    "slot {slot} did not settle at {to} within {FORM_TIMEOUT:?}: {why}\n{}",
+                    self.logs()
+                ),
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+
+    /// The node id of the healthy primary on `port` in `view`.
+    fn node_id(&self, view: &[ClusterNode], port: u16) -> String {
+        view.iter()
+            .find(|n| n.port == port && n.primary && !n.failed)
+            .unwrap_or_else(|| panic!("port {port} is not a healthy primary: {view:?}"))
+            .id
+            .clone()
+    }
+
+    /// `CLUSTER SETSLOT slot <state> <id>` on `conn` (the node on `port`).
+    async fn setslot(
+        &self,
+        conn: &mut redis::aio::MultiplexedConnection,
+        slot: u16,
+        state: &str,
+        id: &str,
+        port: u16,
+    ) {
+        let result: redis::RedisResult<()> = redis::cmd("CLUSTER")
+            .arg("SETSLOT")
+            .arg(slot)
+            .arg(state)
+            .arg(id)
+            .query_async(conn)
+            .await;
+        if let Err(err) = result {
+            panic!(
+                "CLUSTER SETSLOT {slot} {state} {id} on {port}: {err}\n{}",
+                self.logs()
+            );
+        }
+    }
+
     /// Waits until every running node reports `cluster_state:ok`, all slots covered, the same
     /// `primaries` healthy primaries (with slots) and at least `replicas` healthy replicas.
     /// Panics with the logs after `timeout`.

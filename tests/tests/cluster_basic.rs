@@ -19,10 +19,6 @@ async fn cluster_backend(cluster: &RedisCluster) -> RedisBackend {
         .expect("connect to the test cluster")
 }
 
-async fn cluster_cache(cluster: &RedisCluster, ns: &str, lock_timeout: Duration) -> Cache {
-    cache_on(cluster_backend(cluster).await, ns, lock_timeout)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn entries_on_every_primary_are_computed_stored_set_and_invalidated() {
     let cluster = RedisCluster::start();

@@ -208,10 +208,27 @@ impl std::fmt::Debug for Subscription {
 impl Subscription {
     /// Resolves at the next wake-up after the subscription was made (or after the previous
     /// `woken` returned). A wake-up that came in between is not lost.
+    ///
+    /// While the hub is [unsettled](WakeHub::unsettle) it also resolves every
+    /// [`UNSETTLED_POLL`], since a wake-up may then be lost: the caller looks again.
     pub async fn woken(&mut self) {
-        if self.rx.changed().await.is_err() {
-            // The hub is gone (backend shut down): nothing will wake us; wait for the caller's timeout.
-            std::future::pending::<()>().await;
+        let poll = self
+            ._registration
+            .hub
+            .unsettled_for()
+            .map(|left| left.min(UNSETTLED_POLL));
+        let changed = async {
+            if self.rx.changed().await.is_err() {
+                // The hub is gone (backend shut down): nothing will wake us; wait for the
+                // caller's timeout.
+                std::future::pending::<()>().await;
+            }
+        };
+        match poll {
+            Some(poll) => {
+                let _ = tokio::time::timeout(poll, changed).await;
+            }
+            None => changed.await,
         }
     }
 
@@ -238,7 +255,12 @@ struct Slot {
 #[derive(Clone, Default)]
 pub struct WakeHub {
     inner: Arc<Mutex<HashMap<String, Slot>>>,
+    /// Until when wake-ups may be lost ([`WakeHub::unsettle`]).
+    unsettled_until: Arc<Mutex<Option<tokio::time::Instant>>>,
 }
+
+/// While a hub is unsettled, its subscribers look again at least this often.
+pub const UNSETTLED_POLL: Duration = Duration::from_millis(50);
 
 impl std::fmt::Debug for WakeHub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -341,6 +363,34 @@ impl WakeHub {
         }
     }
 
+    /// Wake-ups may be lost for a while (e.g. slots of a cluster are moving, so a wake-up may be
+    /// published on a node where the waiter is not subscribed): wakes every subscriber, and for
+    /// `period` makes [`Subscription::woken`] resolve at least every [`UNSETTLED_POLL`], so
+    /// waiters look again instead of waiting for a wake-up that may not come.
+    pub fn unsettle(&self, period: Duration) {
+        let until = tokio::time::Instant::now() + period;
+        {
+            let mut current = self
+                .unsettled_until
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if current.is_none_or(|c| c < until) {
+                *current = Some(until);
+            }
+        }
+        self.wake_all();
+    }
+
+    /// How much longer the hub is unsettled, if it is.
+    fn unsettled_for(&self) -> Option<Duration> {
+        let until = (*self
+            .unsettled_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()))?;
+        let now = tokio::time::Instant::now();
+        (until > now).then(|| until - now)
+    }
+
     /// Removes the channels nobody listens to and returns their names (the backend
     /// unsubscribes them). Must not run concurrently with a subscription being made ready.
     pub fn take_idle(&self) -> Vec<String> {
@@ -412,5 +462,24 @@ mod tests {
         assert!(!again.lapsed());
         hub.forget_all();
         assert!(again.lapsed() && b.lapsed());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unsettled_hub_makes_its_subscribers_look_again_until_it_settles() {
+        let hub = WakeHub::new();
+        let (mut sub, _) = hub.register("c");
+        // Settled: nothing wakes the subscriber.
+        assert!(tokio::time::timeout(Duration::from_secs(60), sub.woken())
+            .await
+            .is_err());
+        hub.unsettle(Duration::from_secs(1));
+        sub.woken().await; // the unsettle itself
+        let started = tokio::time::Instant::now();
+        sub.woken().await;
+        assert_eq!(started.elapsed(), UNSETTLED_POLL);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(tokio::time::timeout(Duration::from_secs(60), sub.woken())
+            .await
+            .is_err());
     }
 }

@@ -224,6 +224,8 @@ pub struct RedisBackend {
 struct Inner {
     /// Commands.
     conn: Conn,
+    /// Channels whose subscription the server confirmed (see [`Confirmed`]).
+    confirmed: Confirmed,
     /// Subscriptions: the same connection on one server or a Sentinel primary; on a cluster
     /// a second client, one connection per shard, that carries nothing but `SSUBSCRIBE` /
     /// `SUNSUBSCRIBE`. A shard that hands a slot over pushes an unsolicited `SUNSUBSCRIBE`,
@@ -335,6 +337,53 @@ enum Client {
     Sentinel(Vec<SentinelClient>, ConnectionManagerConfig, FollowHook),
 }
 
+/// The channels whose `SUBSCRIBE`/`SSUBSCRIBE` confirmation push arrived (and no unsubscribe
+/// since). On a cluster, `ssubscribe` can return `Ok` without being subscribed: the `redis`
+/// crate (1.8) takes an unsolicited `SUNSUBSCRIBE` (a shard dropping another channel of a slot
+/// it handed over) for the reply of the oldest request in flight, and then discards the real
+/// reply, e.g. a `MOVED`. The confirmation push names the channel, so it tells the two apart.
+/// On a cluster the pushes reach us through a task of the client, so a confirmation may come a
+/// moment after the `Ok`: [`Confirmed::wait`] gives it that moment.
+#[derive(Clone, Default)]
+struct Confirmed(Arc<ConfirmedInner>);
+
+#[derive(Default)]
+struct ConfirmedInner {
+    channels: std::sync::Mutex<std::collections::HashSet<String>>,
+    arrived: tokio::sync::Notify,
+}
+
+impl Confirmed {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        self.0.channels.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn insert(&self, channel: &str) {
+        self.lock().insert(channel.to_owned());
+        self.0.arrived.notify_waiters();
+    }
+
+    /// Whether `channel`'s confirmation arrives within `patience`.
+    async fn wait(&self, channel: &str, patience: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            let arrived = self.0.arrived.notified();
+            tokio::pin!(arrived);
+            arrived.as_mut().enable();
+            if self.lock().contains(channel) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, arrived).await.is_err() {
+                return self.lock().contains(channel);
+            }
+        }
+    }
+}
+
+/// How long a cluster's wake-ups are treated as unreliable after a shard dropped a subscription
+/// or a connection dropped: slots are moving or failing over.
+const UNSETTLED_AFTER_TOPOLOGY_CHANGE: Duration = Duration::from_secs(2);
+
 /// How a Sentinel connection's push handler reaches the [`Primary`] built after it.
 type FollowHook = Arc<std::sync::OnceLock<Weak<Primary>>>;
 
@@ -342,6 +391,7 @@ type FollowHook = Arc<std::sync::OnceLock<Weak<Primary>>>;
 struct Prepared {
     client: Client,
     hub: WakeHub,
+    confirmed: Confirmed,
     prefix: String,
     command_timeout: Duration,
     breaker: BreakerConfig,
@@ -469,6 +519,7 @@ impl RedisBackendBuilder {
             conn,
             subs,
             p.hub,
+            p.confirmed,
             p.prefix,
             p.command_timeout,
             p.breaker,
@@ -494,6 +545,7 @@ impl RedisBackendBuilder {
             conn.clone(),
             conn,
             p.hub,
+            p.confirmed,
             p.prefix,
             p.command_timeout,
             p.breaker,
@@ -529,6 +581,8 @@ impl RedisBackendBuilder {
         }
         let hub = WakeHub::new();
         let push_hub = hub.clone();
+        let confirmed = Confirmed::default();
+        let push_confirmed = confirmed.clone();
         let hook = FollowHook::default();
         let push_hook = hook.clone();
         let on_push_fn = move |push: PushInfo| {
@@ -538,7 +592,7 @@ impl RedisBackendBuilder {
                     primary.suspect();
                 }
             }
-            on_push(&push_hub, push);
+            on_push(&push_hub, &push_confirmed, push);
             Ok::<(), redis::aio::SendError>(())
         };
         let url = match &self.target {
@@ -552,6 +606,7 @@ impl RedisBackendBuilder {
                 return Ok(Prepared {
                     client: Client::Cluster(commands, subs),
                     hub,
+                    confirmed,
                     prefix: self.prefix,
                     command_timeout: self.command_timeout,
                     breaker: self.breaker,
@@ -562,6 +617,7 @@ impl RedisBackendBuilder {
                 return Ok(Prepared {
                     client: Client::Sentinel(sentinels, self.manager_config(on_push_fn), hook),
                     hub,
+                    confirmed,
                     prefix: self.prefix,
                     command_timeout: self.command_timeout,
                     breaker: self.breaker,
@@ -586,6 +642,7 @@ impl RedisBackendBuilder {
         Ok(Prepared {
             client: Client::Single(client, self.manager_config(on_push_fn)),
             hub,
+            confirmed,
             prefix: self.prefix,
             command_timeout: self.command_timeout,
             breaker: self.breaker,
@@ -731,9 +788,19 @@ impl RedisBackendBuilder {
             .connection_timeout(self.connect_timeout)
             .response_timeout(self.command_timeout)
             .tcp_settings(tcp_settings(self.command_timeout))
-            // A few tries to follow MOVED/ASK redirections and topology refreshes; every call
-            // is still bounded by the command timeout and the breaker.
-            .retries(3);
+            // Tries to follow MOVED/ASK redirections, topology refreshes and TRYAGAIN (a script
+            // over an entry whose keys are partly moved, while its slot migrates), waiting 5 ms,
+            // then 20, 40, 80 … ms between tries (the crate's default waits at least 1.28 s, past
+            // the command timeout, so a store during a migration would fail and its waiters
+            // wait out the lease). Every call stays bounded by the command timeout and the breaker.
+            .retries(8)
+            .min_retry_wait(5)
+            .max_retry_wait(
+                u64::try_from((self.command_timeout / 4).as_millis())
+                    .unwrap_or(u64::MAX)
+                    .max(10),
+            )
+            .retry_wait_formula(10, 2);
         let builder = match push_sender {
             Some(sender) => builder.push_sender(sender),
             None => builder,
@@ -782,8 +849,22 @@ impl RedisBackendBuilder {
     }
 }
 
-fn on_push(hub: &WakeHub, push: PushInfo) {
+fn on_push(hub: &WakeHub, confirmed: &Confirmed, push: PushInfo) {
+    let channel = || match push.data.first() {
+        Some(Value::BulkString(channel)) => std::str::from_utf8(channel).ok(),
+        _ => None,
+    };
     match push.kind {
+        PushKind::Subscribe | PushKind::SSubscribe => {
+            if let Some(channel) = channel() {
+                confirmed.insert(channel);
+            }
+        }
+        PushKind::Unsubscribe => {
+            if let Some(channel) = channel() {
+                confirmed.lock().remove(channel);
+            }
+        }
         // Sharded pub/sub on a cluster delivers the same wake-ups as `smessage`.
         PushKind::Message | PushKind::SMessage => {
             if let Some(Value::BulkString(channel)) = push.data.first() {
@@ -792,16 +873,22 @@ fn on_push(hub: &WakeHub, push: PushInfo) {
                 }
             }
         }
-        // Wake-ups published while the connection was down are lost: everyone looks again.
-        PushKind::Disconnection => hub.wake_all(),
+        // Wake-ups published while the connection was down are lost: everyone looks again, and
+        // keeps looking while the client reconnects and resubscribes.
+        PushKind::Disconnection => hub.unsettle(UNSETTLED_AFTER_TOPOLOGY_CHANGE),
         // A cluster node drops the sharded subscriptions of a slot that migrated away (and the
         // client stops tracking them): the channel's waiters subscribe again, on the slot's new
         // owner, and look again. The confirmations of the sweeper's own SUNSUBSCRIBEs land
         // here too, for channels the hub no longer has: nothing to do.
+        //
+        // While slots move, a wake-up can also be published where its waiter is not subscribed
+        // (a script redirected to the importing node while the channel is still served by the
+        // migrating one), and no push says so: every waiter keeps looking again for a while.
         PushKind::SUnsubscribe => {
-            if let Some(Value::BulkString(channel)) = push.data.first() {
-                if let Ok(channel) = std::str::from_utf8(channel) {
-                    hub.forget(channel);
+            if let Some(channel) = channel() {
+                confirmed.lock().remove(channel);
+                if hub.forget(channel) {
+                    hub.unsettle(UNSETTLED_AFTER_TOPOLOGY_CHANGE);
                 }
             }
         }
@@ -923,12 +1010,14 @@ impl RedisBackend {
         conn: Conn,
         subs: Conn,
         hub: WakeHub,
+        confirmed: Confirmed,
         prefix: String,
         command_timeout: Duration,
         breaker: BreakerConfig,
     ) -> Self {
         let inner = Arc::new(Inner {
             conn,
+            confirmed,
             subs,
             hub,
             control: tokio::sync::RwLock::new(()),
@@ -1110,6 +1199,18 @@ fn knows_command(info: &Value) -> bool {
         Value::Nil => false,
         _ => true,
     }
+}
+
+/// How long a cluster subscription waits for its confirmation push after the `Ok`.
+const CONFIRMATION_PATIENCE: Duration = Duration::from_millis(50);
+
+/// Errors of a cluster command that a moment later may not recur: no connection for the slot
+/// yet, a redirection or `TRYAGAIN` while slots move, the cluster failing over.
+fn transient_in_cluster(err: &redis::RedisError) -> bool {
+    err.is_cluster_error()
+        || err.kind() == redis::ErrorKind::ClusterConnectionNotFound
+        || err.is_io_error()
+        || err.is_connection_dropped()
 }
 
 /// `READONLY`: the node became a replica (a Sentinel failover demoted it).
@@ -1310,7 +1411,43 @@ impl Backend for RedisBackend {
         let _shared = self.inner.control.read().await;
         let (subscription, ready) = self.inner.hub.register(&channel);
         let mut conn = self.inner.subs.clone();
-        let confirm = ready.get_or_try_init(|| async { conn.subscribe(&channel).await });
+        let confirmed = &self.inner.confirmed;
+        let confirm = ready.get_or_try_init(|| async {
+            if !matches!(conn, Conn::Cluster(..)) {
+                return conn.subscribe(&channel).await;
+            }
+            // On a cluster, an `Ok` is trusted only with the channel's own confirmation push
+            // (see [`Confirmed`]); without it, subscribe again (the client has meanwhile
+            // learned where the slot went). While slots move the client may also briefly have
+            // no connection for a slot, or be redirected: try again. All within the command
+            // timeout (`bounded`).
+            let mut last = None;
+            for attempt in 0..8u32 {
+                if attempt > 0 {
+                    tokio::time::sleep(Duration::from_millis(10 << attempt.min(4))).await;
+                }
+                confirmed.lock().remove(&channel);
+                match conn.subscribe(&channel).await {
+                    Ok(()) => {
+                        if confirmed.wait(&channel, CONFIRMATION_PATIENCE).await {
+                            return Ok(());
+                        }
+                        tracing::debug!(%channel, "a subscription answered without its confirmation; again");
+                    }
+                    Err(err) if transient_in_cluster(&err) => {
+                        tracing::debug!(%channel, %err, "subscribing again");
+                        last = Some(err);
+                    }
+                    Err(err) => return Err(err),
+                }
+            }
+            Err(last.unwrap_or_else(|| {
+                redis::RedisError::from((
+                    redis::ErrorKind::Client,
+                    "the subscription was answered but never confirmed",
+                ))
+            }))
+        });
         self.bounded(confirm).await?;
         Ok(subscription)
     }
