@@ -95,23 +95,44 @@ fn run_cli(args: &[String], timeout: Duration) -> Output {
             }
             panic!("cannot spawn redis-cli: {err}")
         });
+    // Drained while it runs: a reshard prints two lines per slot, more than a pipe holds.
+    let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = std::io::Read::read_to_end(&mut pipe, &mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as Box<_>));
+    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as Box<_>));
     let deadline = Instant::now() + timeout;
-    loop {
+    let status = loop {
         match child.try_wait() {
-            Ok(Some(_)) => return child.wait_with_output().expect("redis-cli output"),
+            Ok(Some(status)) => break Some(status),
             Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
             _ => {
                 let _ = child.kill();
-                let out = child.wait_with_output().expect("redis-cli output");
-                panic!(
-                    "`redis-cli {}` did not finish within {timeout:?}; output:\n{}\n{}",
-                    args.join(" "),
-                    tail(&String::from_utf8_lossy(&out.stdout), 30),
-                    tail(&String::from_utf8_lossy(&out.stderr), 30),
-                );
+                let _ = child.wait();
+                break None;
             }
         }
+    };
+    let out = Output {
+        status: status.unwrap_or_else(|| child.wait().expect("redis-cli status")),
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    };
+    if status.is_none() {
+        panic!(
+            "`redis-cli {}` did not finish within {timeout:?}; output:\n{}\n{}",
+            args.join(" "),
+            tail(&String::from_utf8_lossy(&out.stdout), 30),
+            tail(&String::from_utf8_lossy(&out.stderr), 30),
+        );
     }
+    out
 }
 
 /// Runs `redis-cli` on a worker thread (it blocks up to [`CLI_TIMEOUT`]) without blocking the

@@ -631,9 +631,8 @@ async fn slots_resharded_under_load_lose_no_answer_and_nothing_fails_open() {
     const LOCK_TIMEOUT: Duration = Duration::from_secs(5);
     const COLD_COMPUTE: Duration = Duration::from_millis(150);
     const HOT_COMPUTE: Duration = Duration::from_millis(20);
-    // At most ~500: the harness reads redis-cli's output only once it exited, and redis-cli
-    // prints two lines per slot; past the 64 KiB of a pipe it blocks on its stdout.
-    const MOVED_SLOTS: u16 = 400;
+    // A tenth of the keyspace, three times: long enough to overlap many rounds of calls.
+    const MOVED_SLOTS: u16 = 1500;
     const RESHARDS: usize = 3;
     const COLD_PER_ROUND: usize = 8;
     let test_started = Instant::now();
