@@ -1075,11 +1075,14 @@ impl RedisBackend {
         result
     }
 
-    /// With Sentinel, an error that may mean the primary moved (no answer, the breaker open,
-    /// `READONLY`) sends the backend asking the sentinels.
+    /// With Sentinel, an error that may mean the primary moved (no answer, `READONLY`) sends
+    /// the backend asking the sentinels. Not the open breaker's `Unavailable`: no command was
+    /// sent, so it says nothing new (the drop or the failures that opened it started the
+    /// search already, and its probe will tell), and asking on every such call would hold
+    /// commands back again and again after the primary was found.
     fn failed(&self, err: &Error) {
         if let Conn::Sentinel(primary) = &self.inner.conn {
-            if unhealthy(err) || read_only(err) || matches!(err, Error::Unavailable) {
+            if unhealthy(err) || read_only(err) {
                 primary.suspect();
             }
         }
@@ -1261,11 +1264,7 @@ impl Backend for RedisBackend {
         // the command timeout — and a timer registration costs a fifth of a hit's own CPU.
         // The breaker's ticket instead of `Breaker::call`: no future wraps the query, so
         // nothing large is moved on the hot path.
-        let ticket = self
-            .inner
-            .breaker
-            .ticket()
-            .inspect_err(|err| self.failed(err))?;
+        let ticket = self.inner.breaker.ticket()?;
         let mut conn = self.conn();
         let result = redis::cmd("GET")
             .arg(key.value())

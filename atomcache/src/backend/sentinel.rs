@@ -5,8 +5,7 @@
 //! that the node it names says `ROLE master`); its [`ConnectionManager`] reconnects, but always to
 //! the address it was made for. What neither does is notice that the primary *moved*. This type
 //! does: when the connection drops, or a command fails in a way that says "this node is gone or
-//! is no longer the primary" (connection refused or dropped, timeout, the circuit breaker open,
-//! `READONLY`), one background task asks the sentinels again, every [`FOLLOW_EVERY`] up to
+//! is no longer the primary" (connection refused or dropped, timeout, `READONLY`), one background task asks the sentinels again, every [`FOLLOW_EVERY`] up to
 //! [`FOLLOW_MAX_DELAY`], until the primary they name answers. If it is another node, a new
 //! manager is connected to it and swapped in; every subscription of the old connection is
 //! forgotten ([`WakeHub::forget_all`]), so waiters subscribe again on the new primary and look
