@@ -332,6 +332,21 @@ impl RedisCluster {
             .collect()
     }
 
+    /// An atomcache backend builder on [`urls`](Self::urls) (the default settings).
+    pub fn backend_builder(&self) -> atomcache::RedisBackendBuilder {
+        let urls = self.urls();
+        let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+        atomcache::RedisBackend::cluster_builder(&urls)
+    }
+
+    /// An atomcache backend on this cluster, with the default settings.
+    pub async fn backend(&self) -> atomcache::RedisBackend {
+        self.backend_builder()
+            .connect()
+            .await
+            .expect("connect to the test cluster")
+    }
+
     /// A cluster client on [`urls`](Self::urls), RESP3.
     pub fn client(&self) -> redis::cluster::ClusterClient {
         redis::cluster::ClusterClientBuilder::new(self.urls())

@@ -215,6 +215,22 @@ impl ScriptedReplica {
         )
     }
 
+    /// [`quit`](Self::quit)s each of `procs` in turn (each within `timeout`); all their answers
+    /// and computations.
+    pub async fn quit_all(
+        procs: Vec<ScriptedReplica>,
+        timeout: Duration,
+    ) -> (Vec<CallResult>, Vec<Computation>) {
+        let mut results = Vec::new();
+        let mut computations = Vec::new();
+        for p in procs {
+            let (r, c) = p.quit(timeout).await;
+            results.extend(r);
+            computations.extend(c);
+        }
+        (results, computations)
+    }
+
     /// SIGKILL, then reap: the process dies mid-whatever, without running any destructor.
     pub async fn kill(&mut self) {
         self.child.kill().await.expect("kill replica");

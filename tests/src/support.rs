@@ -1,12 +1,14 @@
 //! Helpers shared by the integration tests of the locked path: caches, leases and the
 //! assertions made on them, encoded bytes for a test that plays the holder, polling, gated and
 //! failing computations, stampedes of callers released together, takeover waiters, and the
-//! scenarios that run alike on Redis and on the memory backend. None of them starts a server:
-//! they work on any backend.
+//! scenarios that run alike on Redis and on the memory backend; and for the auto-refresh tests,
+//! a refreshed function ([`refreshed_counter!`](crate::refreshed_counter)) and its readers.
+//! None of them starts a server: they work on any backend.
 
+use std::collections::BTreeSet;
 use std::fmt::Debug;
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -50,6 +52,11 @@ pub async fn until_within(what: &str, within: Duration, cond: impl Fn() -> bool)
         assert!(Instant::now() < deadline, "timed out waiting for: {what}");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// `d` in milliseconds, for the figures.
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
 }
 
 /// Waits `over`, then asserts that `read` answers what it answered before the wait.
@@ -676,5 +683,83 @@ pub async fn a_failure_is_shared_and_not_queued(
             .iter()
             .all(|r| *r == Err("B: attempt 1 failed".to_string())),
         "{from_b:?}"
+    );
+}
+
+/// Defines the static counter `$counter` and an `#[atomcache::cached(auto_refresh)]` function
+/// `$name() -> u64` of namespace `$ns` (values live 2 s, leases 1 s: a refresh starts about
+/// every second), whose computation counts itself in `$counter`, takes `$compute` and returns
+/// the count: each refresh stores a new value. Attributes (docs) before `$name` go to the
+/// function.
+///
+/// A macro, not a function: every runtime starts a refresher for each such function linked into
+/// its binary, so only the test binaries that want one define it.
+#[macro_export]
+macro_rules! refreshed_counter {
+    ($(#[$attr:meta])* $name:ident, $counter:ident, $ns:tt, $compute:expr) => {
+        static $counter: ::std::sync::atomic::AtomicU64 = ::std::sync::atomic::AtomicU64::new(0);
+
+        $(#[$attr])*
+        #[::atomcache::cached(exp = 2, lock_timeout = 1, auto_refresh, namespace = $ns)]
+        async fn $name() -> u64 {
+            let n = $counter.fetch_add(1, ::std::sync::atomic::Ordering::SeqCst) + 1;
+            ::tokio::time::sleep($compute).await;
+            n
+        }
+    };
+}
+
+/// Polls `cache` every 10 ms until it holds the value of a function without arguments (id
+/// `"null"`), as the refreshers of three replicas fill it at start-up (panics after `within`);
+/// asserts that they computed it once between them, as the function's counter `computations`
+/// has it, and returns that count.
+pub async fn wait_first_fill(cache: &Cache, within: Duration, computations: &AtomicU64) -> u64 {
+    let deadline = Instant::now() + within;
+    while cache.get::<u64>("null").await.expect("get").is_none() {
+        assert!(Instant::now() < deadline, "no refresher filled the value");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let first_fill = computations.load(Ordering::SeqCst);
+    assert_eq!(
+        first_fill, 1,
+        "three replicas filled one value {first_fill} times"
+    );
+    first_fill
+}
+
+/// Reads the value of a function without arguments (id `"null"`) in `cache` every 5 ms until
+/// `until`: how many reads, how many of them found nothing, and the values seen.
+pub async fn read_refreshed(cache: &Cache, until: Instant) -> (u64, u64, BTreeSet<u64>) {
+    let mut seen = BTreeSet::new();
+    let (mut reads, mut misses) = (0u64, 0u64);
+    while Instant::now() < until {
+        match cache.get::<u64>("null").await.expect("the backend is up") {
+            Some(v) => {
+                seen.insert(v);
+            }
+            None => misses += 1,
+        }
+        reads += 1;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    (reads, misses, seen)
+}
+
+/// How many refresh periods `elapsed` spans with values living `exp` and leases `lock_timeout`:
+/// a refresh starts about `lock_timeout` before expiry, so a period is about `exp - lock_timeout`.
+pub fn refresh_periods(elapsed: Duration, exp: Duration, lock_timeout: Duration) -> f64 {
+    elapsed.as_secs_f64() / (exp - lock_timeout).as_secs_f64()
+}
+
+/// Asserts that the replicas refreshed once per period between them: `computations` within
+/// [`refresh_periods`] `periods` (one more, two fewer).
+pub fn assert_one_refresh_per_period(computations: u64, periods: f64) {
+    assert!(
+        (computations as f64) <= periods + 1.0,
+        "{computations} computations in {periods:.1} periods: more than one replica refreshed"
+    );
+    assert!(
+        (computations as f64) >= periods - 2.0,
+        "only {computations} refreshes in {periods:.1} periods"
     );
 }

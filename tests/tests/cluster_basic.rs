@@ -11,18 +11,10 @@ use atomcache::{Cache, RedisBackend};
 use atomcache_tests::support::{cache_on, until_within};
 use atomcache_tests::{key_slot, RedisCluster};
 
-async fn cluster_backend(cluster: &RedisCluster) -> RedisBackend {
-    let urls = cluster.urls();
-    let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
-    RedisBackend::connect_cluster(&urls)
-        .await
-        .expect("connect to the test cluster")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn entries_on_every_primary_are_computed_stored_set_and_invalidated() {
     let cluster = RedisCluster::start();
-    let backend = cluster_backend(&cluster).await;
+    let backend = cluster.backend().await;
     // Redis 7 has sharded pub/sub: wake-ups cost the entry's shard only.
     let debug = format!("{backend:?}");
     assert!(debug.contains(r#"wake_ups: "SPUBLISH""#), "{debug}");
@@ -112,7 +104,7 @@ async fn two_replicas_compute_each_cold_key_once_and_waiters_are_woken() {
     let mut backends = Vec::new();
     let mut caches = Vec::new();
     for _ in 0..REPLICAS {
-        let backend = cluster_backend(&cluster).await;
+        let backend = cluster.backend().await;
         backends.push(backend.clone());
         caches.push(cache_on(backend, "stampede", LOCK_TIMEOUT));
     }

@@ -22,27 +22,27 @@
 //! for each `#[cached(auto_refresh)]` function of this binary, which would count computations
 //! of that test's function on another test's cluster.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use atomcache::http::{CachedResponse, HttpCache};
 use atomcache::{BreakerState, Cache, RedisBackend, Runtime};
 use atomcache_tests::cluster::SLOTS;
 use atomcache_tests::spec::cluster_spec;
-use atomcache_tests::support::{cache_on, until_within, Gated};
-use atomcache_tests::{
-    key_slot, unix_ms, CallResult, ClusterNode, Computation, RedisCluster, ScriptedOptions,
-    ScriptedReplica,
+use atomcache_tests::support::{
+    assert_one_refresh_per_period, cache_on, ms, read_refreshed, refresh_periods, until_within,
+    wait_first_fill, Gated,
 };
-use axum::body::Body;
-use axum::extract::{Path, State};
-use axum::http::{header, Request, StatusCode};
-use axum::routing::get;
-use axum::Router;
+use atomcache_tests::{
+    key_slot, unix_ms, ClusterNode, Computation, RedisCluster, ScriptedOptions, ScriptedReplica,
+};
+use axum::http::{header, StatusCode};
+use common::http::{concurrently, item_router, request, Computations, Item};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use tower::ServiceExt;
 
 const SCRIPTED: &str = env!("CARGO_BIN_EXE_scripted_replica");
 /// Generous: CI is a loaded 2-core machine (the nodes' timeout is 2 s).
@@ -53,14 +53,6 @@ fn value_of(id: &str) -> String {
     format!("value-of-{id}")
 }
 
-async fn cluster_backend(cluster: &RedisCluster) -> RedisBackend {
-    let urls = cluster.urls();
-    let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
-    RedisBackend::connect_cluster(&urls)
-        .await
-        .expect("connect to the test cluster")
-}
-
 /// The port of the primary serving `id`'s entry in `cache`, as `view` has it.
 fn owner(view: &[ClusterNode], cache: &Cache, id: &str) -> u16 {
     let slot = key_slot(cache.key(id).value().as_bytes());
@@ -68,6 +60,22 @@ fn owner(view: &[ClusterNode], cache: &Cache, id: &str) -> u16 {
         .find(|n| n.primary && !n.failed && n.serves(slot))
         .unwrap_or_else(|| panic!("no primary serves slot {slot}: {view:?}"))
         .port
+}
+
+/// The port of a primary with slots other than the one on `port`, as `view` has it.
+fn another_primary(view: &[ClusterNode], port: u16) -> u16 {
+    view.iter()
+        .find(|n| n.primary && n.slot_count() > 0 && n.port != port)
+        .unwrap()
+        .port
+}
+
+/// The port of the primary serving `id`'s entry in `cache`, and of another primary with slots
+/// (one to migrate the entry's slot to).
+fn owner_and_another(cluster: &RedisCluster, cache: &Cache, id: &str) -> (u16, u16) {
+    let view = cluster.cluster_nodes();
+    let from = owner(&view, cache, id);
+    (from, another_primary(&view, from))
 }
 
 /// The first `n` ids `<prefix>-<i>` whose entry (in `cache`) satisfies `keep(slot)`.
@@ -93,17 +101,6 @@ fn scripted_options(cluster: &RedisCluster, ns: &str, lock_timeout: Duration) ->
     }
 }
 
-async fn quit_all(procs: Vec<ScriptedReplica>) -> (Vec<CallResult>, Vec<Computation>) {
-    let mut results = Vec::new();
-    let mut computations = Vec::new();
-    for p in procs {
-        let (r, c) = p.quit(Duration::from_secs(60)).await;
-        results.extend(r);
-        computations.extend(c);
-    }
-    (results, computations)
-}
-
 /// One `get_or_compute` made by the load of a test.
 #[derive(Debug, Clone)]
 struct Call {
@@ -123,14 +120,22 @@ impl Call {
     }
 }
 
+/// What a computation of [`timed_call`] waits for: `open` to turn true, after reporting its
+/// start on `started` (when given).
+struct Gate {
+    open: watch::Receiver<bool>,
+    started: Option<mpsc::UnboundedSender<()>>,
+}
+
 /// A `get_or_compute` of `id` on `cache` whose computation waits for `gate` (when given), then
-/// `compute`, and returns [`value_of`]; counted in `computations` (per id) if given.
+/// `compute` (if not zero), and returns [`value_of`]; counted in `computations` (per id) if
+/// given.
 async fn timed_call(
     cache: &Cache,
     replica: &'static str,
     id: &str,
     compute: Duration,
-    gate: Option<tokio::sync::watch::Receiver<bool>>,
+    gate: Option<Gate>,
     computations: Option<&Mutex<BTreeMap<String, usize>>>,
 ) -> Call {
     let computed = AtomicBool::new(false);
@@ -141,10 +146,16 @@ async fn timed_call(
             if let Some(counts) = computations {
                 *counts.lock().unwrap().entry(id.to_owned()).or_default() += 1;
             }
-            if let Some(mut gate) = gate {
-                let _ = gate.wait_for(|open| *open).await;
+            if let Some(gate) = gate {
+                if let Some(started) = gate.started {
+                    started.send(()).unwrap();
+                }
+                let mut open = gate.open;
+                let _ = open.wait_for(|open| *open).await;
             }
-            tokio::time::sleep(compute).await;
+            if !compute.is_zero() {
+                tokio::time::sleep(compute).await;
+            }
             value_of(id)
         })
         .await;
@@ -189,7 +200,7 @@ async fn replica_processes_stampeding_keys_on_every_primary_compute_each_once() 
     const LOCK_TIMEOUT: Duration = Duration::from_secs(10);
     let started = Instant::now();
     let cluster = RedisCluster::start();
-    let local = cache_on(cluster_backend(&cluster).await, "stampede", LOCK_TIMEOUT);
+    let local = cache_on(cluster.backend().await, "stampede", LOCK_TIMEOUT);
     let view = cluster.cluster_nodes();
     let keys: Vec<String> = (0..KEYS).map(|k| format!("key-{k}")).collect();
     let owners: BTreeSet<u16> = keys.iter().map(|k| owner(&view, &local, k)).collect();
@@ -219,7 +230,7 @@ async fn replica_processes_stampeding_keys_on_every_primary_compute_each_once() 
     for p in procs.iter_mut() {
         stats.push(p.stats().await);
     }
-    let (results, computations) = quit_all(procs).await;
+    let (results, computations) = ScriptedReplica::quit_all(procs, Duration::from_secs(60)).await;
 
     assert_eq!(
         results.len(),
@@ -296,10 +307,9 @@ async fn a_primary_killed_under_load_fails_open_and_caching_resumes_on_its_repli
     let test_started = Instant::now();
     let mut cluster = RedisCluster::start();
     let connect = |cluster: &RedisCluster| {
-        let urls = cluster.urls();
+        let builder = cluster.backend_builder();
         async move {
-            let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
-            RedisBackend::cluster_builder(&urls)
+            builder
                 .connect_timeout(COMMAND_TIMEOUT)
                 .command_timeout(COMMAND_TIMEOUT)
                 .circuit_breaker(3, COOLDOWN)
@@ -358,32 +368,17 @@ async fn a_primary_killed_under_load_fails_open_and_caching_resumes_on_its_repli
     slow.extend(ids_where(&a, "slow-other", 3, |s| {
         !victim_slots.contains(&s)
     }));
-    let (gate, gate_rx) = tokio::sync::watch::channel(false);
-    let (started_tx, mut started_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (gate, gate_rx) = watch::channel(false);
+    let (started_tx, mut started_rx) = mpsc::unbounded_channel();
     let mut in_flight: Vec<JoinHandle<Call>> = Vec::new();
     for id in &slow {
-        let (a, id, gate_rx, started_tx) =
-            (a.clone(), id.clone(), gate_rx.clone(), started_tx.clone());
+        let (a, id) = (a.clone(), id.clone());
+        let holding = Gate {
+            open: gate_rx.clone(),
+            started: Some(started_tx.clone()),
+        };
         in_flight.push(tokio::spawn(async move {
-            let computed = AtomicBool::new(false);
-            let started = Instant::now();
-            let value: String = a
-                .get_or_compute(&id, || async {
-                    computed.store(true, Ordering::SeqCst);
-                    started_tx.send(()).unwrap();
-                    let mut gate = gate_rx;
-                    let _ = gate.wait_for(|open| *open).await;
-                    value_of(&id)
-                })
-                .await;
-            Call {
-                id: id.clone(),
-                replica: "a",
-                started,
-                elapsed: started.elapsed(),
-                computed: computed.load(Ordering::SeqCst),
-                value,
-            }
+            timed_call(&a, "a", &id, Duration::ZERO, Some(holding), None).await
         }));
     }
     for _ in &slow {
@@ -395,9 +390,13 @@ async fn a_primary_killed_under_load_fails_open_and_caching_resumes_on_its_repli
     for id in &slow {
         for (cache, replica, n) in [(&a, "a", 2), (&b, "b", 3)] {
             for _ in 0..n {
-                let (cache, id, gate_rx) = (cache.clone(), id.clone(), gate_rx.clone());
+                let (cache, id) = (cache.clone(), id.clone());
+                let following = Gate {
+                    open: gate_rx.clone(),
+                    started: None,
+                };
                 in_flight.push(tokio::spawn(async move {
-                    timed_call(&cache, replica, &id, COMPUTE, Some(gate_rx), None).await
+                    timed_call(&cache, replica, &id, COMPUTE, Some(following), None).await
                 }));
             }
         }
@@ -596,7 +595,7 @@ async fn a_primary_killed_under_load_fails_open_and_caching_resumes_on_its_repli
         everyone.len() + after.len(),
         during.len(),
         in_flight_calls.len(),
-        longest.as_secs_f64() * 1000.0,
+        ms(longest),
         BOUND.as_millis(),
         (failed_over_at - killed_at).as_secs_f64(),
         (resumed - killed_at).as_secs_f64(),
@@ -637,10 +636,7 @@ async fn slots_resharded_under_load_lose_no_answer_and_nothing_fails_open() {
     const COLD_PER_ROUND: usize = 8;
     let test_started = Instant::now();
     let cluster = RedisCluster::start();
-    let (backend_a, backend_b) = (
-        cluster_backend(&cluster).await,
-        cluster_backend(&cluster).await,
-    );
+    let (backend_a, backend_b) = (cluster.backend().await, cluster.backend().await);
     let a = cache_on(backend_a.clone(), "reshard", LOCK_TIMEOUT);
     let b = cache_on(backend_b.clone(), "reshard", LOCK_TIMEOUT);
 
@@ -764,7 +760,7 @@ async fn slots_resharded_under_load_lose_no_answer_and_nothing_fails_open() {
         resharding.as_secs_f64(),
         calls.len(),
         during.len(),
-        slowest.as_secs_f64() * 1000.0,
+        ms(slowest),
         LOCK_TIMEOUT.as_millis(),
         cold_used.len(),
         cold_used
@@ -852,6 +848,26 @@ async fn slots_resharded_under_load_lose_no_answer_and_nothing_fails_open() {
     eprintln!("test took {:?}", test_started.elapsed());
 }
 
+/// Spawns a `get_or_compute` of `id` on `waiter` whose computation counts itself in `computed`
+/// and returns `value`; the call answers its value and when it did.
+fn spawn_waiter(
+    waiter: &Cache,
+    id: &str,
+    computed: &Arc<AtomicUsize>,
+    value: &'static str,
+) -> JoinHandle<(String, Instant)> {
+    let (waiter, computed, id) = (waiter.clone(), computed.clone(), id.to_owned());
+    tokio::spawn(async move {
+        let v: String = waiter
+            .get_or_compute(&id, || async move {
+                computed.fetch_add(1, Ordering::SeqCst);
+                value.to_string()
+            })
+            .await;
+        (v, Instant::now())
+    })
+}
+
 /// Subscribers of a shard channel on `port` (`PUBSUB SHARDNUMSUB`).
 async fn shard_subscribers(cluster: &RedisCluster, port: u16, channel: &str) -> i64 {
     let (_, n): (String, i64) = redis::cmd("PUBSUB")
@@ -876,8 +892,8 @@ async fn a_waiter_whose_slot_migrates_is_woken_by_the_store_on_the_new_owner() {
     const PROMPTLY: Duration = Duration::from_secs(2);
     let test_started = Instant::now();
     let cluster = RedisCluster::start();
-    let holder = cache_on(cluster_backend(&cluster).await, "migrate", LOCK_TIMEOUT);
-    let waiter_backend = cluster_backend(&cluster).await;
+    let holder = cache_on(cluster.backend().await, "migrate", LOCK_TIMEOUT);
+    let waiter_backend = cluster.backend().await;
     let waiter = cache_on(waiter_backend.clone(), "migrate", LOCK_TIMEOUT);
     let mut process = ScriptedReplica::spawn(
         SCRIPTED,
@@ -892,31 +908,14 @@ async fn a_waiter_whose_slot_migrates_is_woken_by_the_store_on_the_new_owner() {
     let key = holder.key(id);
     let slot = key_slot(key.value().as_bytes());
     let channel = key.channel();
-    let view = cluster.cluster_nodes();
-    let from = owner(&view, &holder, id);
-    let to = view
-        .iter()
-        .find(|n| n.primary && n.slot_count() > 0 && n.port != from)
-        .unwrap()
-        .port;
+    let (from, to) = owner_and_another(&cluster, &holder, id);
 
     let (gated, mut started) = Gated::new(1);
     let holding = gated.call(&holder, id);
     assert_eq!(started.recv().await, Some(0));
     let waiter_computed = Arc::new(AtomicUsize::new(0));
     let waiting: Vec<JoinHandle<(String, Instant)>> = (0..3)
-        .map(|_| {
-            let (waiter, computed) = (waiter.clone(), waiter_computed.clone());
-            tokio::spawn(async move {
-                let v: String = waiter
-                    .get_or_compute(id, || async move {
-                        computed.fetch_add(1, Ordering::SeqCst);
-                        "computed-by-a-waiter".to_string()
-                    })
-                    .await;
-                (v, Instant::now())
-            })
-        })
+        .map(|_| spawn_waiter(&waiter, id, &waiter_computed, "computed-by-a-waiter"))
         .collect();
     process
         .call("waiter", id, 4, Duration::from_millis(10), false, unix_ms())
@@ -993,13 +992,10 @@ async fn a_waiter_whose_slot_migrates_is_woken_by_the_store_on_the_new_owner() {
     eprintln!(
         "FIGURE waiters on a migrated slot (lease {} ms): slot {slot} moved {from} -> {to} in {:.0} ms; waiters re-subscribed on the new owner {} after the migration ({on_new_owner} subscribers there at the store); the holder stored {:.0} ms after its computation ended; waiters answered {:.0} ms (in-process) / {slowest_process:.0} ms (process) after it",
         LOCK_TIMEOUT.as_millis(),
-        (migrated - migration_started).as_secs_f64() * 1000.0,
-        resubscribed.map_or("never (within 1 s)".to_owned(), |d| format!(
-            "{:.0} ms",
-            d.as_secs_f64() * 1000.0
-        )),
-        stored.as_secs_f64() * 1000.0,
-        slowest_in_process.as_secs_f64() * 1000.0,
+        ms(migrated - migration_started),
+        resubscribed.map_or("never (within 1 s)".to_owned(), |d| format!("{:.0} ms", ms(d))),
+        ms(stored),
+        ms(slowest_in_process),
     );
     assert!(
         cluster.node(to).get_raw(key.value()).await.is_some(),
@@ -1048,35 +1044,18 @@ async fn a_store_while_its_slot_is_migrating_lands_and_wakes_the_waiters() {
     const PROMPTLY: Duration = Duration::from_secs(2);
     let test_started = Instant::now();
     let cluster = RedisCluster::start();
-    let holder = cache_on(cluster_backend(&cluster).await, "migrating", LOCK_TIMEOUT);
-    let waiter = cache_on(cluster_backend(&cluster).await, "migrating", LOCK_TIMEOUT);
+    let holder = cache_on(cluster.backend().await, "migrating", LOCK_TIMEOUT);
+    let waiter = cache_on(cluster.backend().await, "migrating", LOCK_TIMEOUT);
     let id = "entry";
     let key = holder.key(id);
     let slot = key_slot(key.value().as_bytes());
-    let view = cluster.cluster_nodes();
-    let from = owner(&view, &holder, id);
-    let to = view
-        .iter()
-        .find(|n| n.primary && n.slot_count() > 0 && n.port != from)
-        .unwrap()
-        .port;
+    let (from, to) = owner_and_another(&cluster, &holder, id);
 
     let (gated, mut started) = Gated::new(1);
     let holding = gated.call(&holder, id);
     assert_eq!(started.recv().await, Some(0));
     let waiter_computed = Arc::new(AtomicUsize::new(0));
-    let waiting = {
-        let (waiter, computed) = (waiter.clone(), waiter_computed.clone());
-        tokio::spawn(async move {
-            let v: String = waiter
-                .get_or_compute(id, || async move {
-                    computed.fetch_add(1, Ordering::SeqCst);
-                    "computed-by-the-waiter".to_string()
-                })
-                .await;
-            (v, Instant::now())
-        })
-    };
+    let waiting = spawn_waiter(&waiter, id, &waiter_computed, "computed-by-the-waiter");
     until_within(
         "the waiter waits on the holder's lease",
         Duration::from_secs(10),
@@ -1120,11 +1099,11 @@ async fn a_store_while_its_slot_is_migrating_lands_and_wakes_the_waiters() {
     eprintln!(
         "FIGURE store during a migration (lease {} ms): slot handed over {:.0} ms after the store was sent; holder answered after {:.0} ms (store failures {}, fail-opens {}); waiter answered {value:?} {:.0} ms after the store was sent, computed {} times",
         LOCK_TIMEOUT.as_millis(),
-        migrated.as_secs_f64() * 1000.0,
-        holder_answered.as_secs_f64() * 1000.0,
+        ms(migrated),
+        ms(holder_answered),
         hs.store_failures,
         hs.backend_errors,
-        waited.as_secs_f64() * 1000.0,
+        ms(waited),
         waiter_computed.load(Ordering::SeqCst),
     );
     assert_eq!(
@@ -1158,19 +1137,15 @@ async fn a_subscription_in_flight_while_another_slot_moves_away_is_not_lost() {
     const PROMPTLY: Duration = Duration::from_secs(2);
     let test_started = Instant::now();
     let cluster = RedisCluster::start();
-    let holder = cache_on(cluster_backend(&cluster).await, "in-flight", LOCK_TIMEOUT);
-    let waiter = cache_on(cluster_backend(&cluster).await, "in-flight", LOCK_TIMEOUT);
+    let holder = cache_on(cluster.backend().await, "in-flight", LOCK_TIMEOUT);
+    let waiter = cache_on(cluster.backend().await, "in-flight", LOCK_TIMEOUT);
     let view = cluster.cluster_nodes();
     let source = view
         .iter()
         .find(|n| n.primary && n.slot_count() > 0)
         .unwrap();
     let from = source.port;
-    let to = view
-        .iter()
-        .find(|n| n.primary && n.slot_count() > 0 && n.port != from)
-        .unwrap()
-        .port;
+    let to = another_primary(&view, from);
     let ids = ids_where(&holder, "entry", 2, |s| source.serves(s));
     let (first, second) = (ids[0].clone(), ids[1].clone());
     let slot_of = |id: &str| key_slot(holder.key(id).value().as_bytes());
@@ -1179,18 +1154,7 @@ async fn a_subscription_in_flight_while_another_slot_moves_away_is_not_lost() {
     let channel = |id: &str| holder.key(id).channel();
 
     let waiter_computed = Arc::new(AtomicUsize::new(0));
-    let wait_for = |id: &str| {
-        let (waiter, computed, id) = (waiter.clone(), waiter_computed.clone(), id.to_owned());
-        tokio::spawn(async move {
-            let v: String = waiter
-                .get_or_compute(&id, || async move {
-                    computed.fetch_add(1, Ordering::SeqCst);
-                    "computed-by-the-waiter".to_string()
-                })
-                .await;
-            (v, Instant::now())
-        })
-    };
+    let wait_for = |id: &str| spawn_waiter(&waiter, id, &waiter_computed, "computed-by-the-waiter");
 
     // The first entry: held, its waiter subscribed on the source.
     let (gated, mut started) = Gated::new(2);
@@ -1280,7 +1244,7 @@ async fn a_subscription_in_flight_while_another_slot_moves_away_is_not_lost() {
         LOCK_TIMEOUT.as_millis(),
         answers
             .iter()
-            .map(|(id, _, d)| (id, format!("{:.0} ms", d.as_secs_f64() * 1000.0)))
+            .map(|(id, _, d)| (id, format!("{:.0} ms", ms(*d))))
             .collect::<Vec<_>>()
     );
     for (i, (id, v, after)) in answers.iter().enumerate() {
@@ -1298,20 +1262,13 @@ async fn a_subscription_in_flight_while_another_slot_moves_away_is_not_lost() {
     eprintln!("test took {:?}", test_started.elapsed());
 }
 
-static RATES_COMPUTED: AtomicU64 = AtomicU64::new(0);
-
-/// Refreshed in the background by every runtime of this binary (see the module docs).
-#[atomcache::cached(
-    exp = 2,
-    lock_timeout = 1,
-    auto_refresh,
-    namespace = "cluster_faults::rates"
-)]
-async fn cluster_rates() -> u64 {
-    let n = RATES_COMPUTED.fetch_add(1, Ordering::SeqCst) + 1;
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    n
-}
+atomcache_tests::refreshed_counter!(
+    /// Refreshed in the background by every runtime of this binary (see the module docs).
+    cluster_rates,
+    RATES_COMPUTED,
+    "cluster_faults::rates",
+    Duration::from_millis(50)
+);
 
 /// Claim 4: `#[cached(auto_refresh)]` on a cluster backend, unchanged. Three replicas (the
 /// process-wide runtime, through which the function itself is called, and two detached ones)
@@ -1325,12 +1282,12 @@ async fn auto_refresh_on_a_cluster_refreshes_once_per_period_and_readers_never_m
     const READ_FOR: Duration = Duration::from_secs(5);
     let test_started = Instant::now();
     let cluster = RedisCluster::start();
-    let installed = atomcache::init(cluster_backend(&cluster).await)
+    let installed = atomcache::init(cluster.backend().await)
         .await
         .expect("install the cluster backend");
     let mut detached = Vec::new();
     for _ in 0..2 {
-        detached.push(Runtime::detached(cluster_backend(&cluster).await).expect("runtime"));
+        detached.push(Runtime::detached(cluster.backend().await).expect("runtime"));
     }
     let caches: Vec<Cache> = detached
         .iter()
@@ -1344,16 +1301,7 @@ async fn auto_refresh_on_a_cluster_refreshes_once_per_period_and_readers_never_m
         .collect();
 
     // The first fill: one of the refreshers computes it at start-up.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while caches[0].get::<u64>("null").await.expect("get").is_none() {
-        assert!(Instant::now() < deadline, "no refresher filled the value");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let first_fill = RATES_COMPUTED.load(Ordering::SeqCst);
-    assert_eq!(
-        first_fill, 1,
-        "three replicas filled one value {first_fill} times"
-    );
+    let first_fill = wait_first_fill(&caches[0], Duration::from_secs(10), &RATES_COMPUTED).await;
 
     let misses_before = installed.stats().misses;
     let started = Instant::now();
@@ -1371,19 +1319,7 @@ async fn auto_refresh_on_a_cluster_refreshes_once_per_period_and_readers_never_m
     }));
     for cache in caches.clone() {
         readers.push(tokio::spawn(async move {
-            let mut seen = BTreeSet::new();
-            let (mut reads, mut misses) = (0u64, 0u64);
-            while started.elapsed() < READ_FOR {
-                match cache.get::<u64>("null").await.expect("the cluster is up") {
-                    Some(v) => {
-                        seen.insert(v);
-                    }
-                    None => misses += 1,
-                }
-                reads += 1;
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            (reads, misses, seen)
+            read_refreshed(&cache, started + READ_FOR).await
         }));
     }
     let mut all_seen = BTreeSet::new();
@@ -1398,8 +1334,7 @@ async fn auto_refresh_on_a_cluster_refreshes_once_per_period_and_readers_never_m
     let function_misses = installed.stats().misses - misses_before;
     let elapsed = started.elapsed();
     let computations = RATES_COMPUTED.load(Ordering::SeqCst) - first_fill;
-    // A refresh starts about lock_timeout before expiry: a period is about exp - lock_timeout.
-    let periods = elapsed.as_secs_f64() / (EXP - LOCK_TIMEOUT).as_secs_f64();
+    let periods = refresh_periods(elapsed, EXP, LOCK_TIMEOUT);
     let refreshes: u64 =
         detached.iter().map(|r| r.stats().refreshes).sum::<u64>() + installed.stats().refreshes;
     eprintln!(
@@ -1407,14 +1342,7 @@ async fn auto_refresh_on_a_cluster_refreshes_once_per_period_and_readers_never_m
         all_seen.len()
     );
     assert_eq!(function_misses, 0, "the function's calls missed");
-    assert!(
-        (computations as f64) <= periods + 1.0,
-        "{computations} computations in {periods:.1} periods: more than one replica refreshed"
-    );
-    assert!(
-        (computations as f64) >= periods - 2.0,
-        "only {computations} refreshes in {periods:.1} periods"
-    );
+    assert_one_refresh_per_period(computations, periods);
     assert!(
         all_seen.len() >= 3,
         "the value did not change: {all_seen:?}"
@@ -1424,94 +1352,6 @@ async fn auto_refresh_on_a_cluster_refreshes_once_per_period_and_readers_never_m
     }
     installed.shutdown().await;
     eprintln!("test took {:?}", test_started.elapsed());
-}
-
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-struct Item {
-    id: u32,
-    version: usize,
-}
-
-#[derive(Clone)]
-struct App {
-    cache: Cache,
-    computations: Arc<Mutex<BTreeMap<u32, usize>>>,
-}
-
-async fn load_item(app: &App, id: u32) -> Item {
-    let version = {
-        let mut counts = app.computations.lock().unwrap();
-        let n = counts.entry(id).or_default();
-        *n += 1;
-        *n
-    };
-    tokio::time::sleep(Duration::from_millis(150)).await;
-    Item { id, version }
-}
-
-async fn item(
-    State(app): State<App>,
-    http: HttpCache,
-    Path(id): Path<u32>,
-) -> CachedResponse<Item> {
-    http.wrap(
-        app.cache
-            .get_or_compute(&id.to_string(), || load_item(&app, id)),
-    )
-    .await
-}
-
-async fn fresh_item(
-    State(app): State<App>,
-    http: HttpCache,
-    Path(id): Path<u32>,
-) -> CachedResponse<Item> {
-    http.honor_no_cache()
-        .wrap(
-            app.cache
-                .get_or_compute(&id.to_string(), || load_item(&app, id)),
-        )
-        .await
-}
-
-struct Answer {
-    status: StatusCode,
-    etag: Option<String>,
-    max_age: Option<u64>,
-    body: Vec<u8>,
-}
-
-async fn request(router: &Router, uri: &str, headers: &[(header::HeaderName, &str)]) -> Answer {
-    let mut request = Request::builder().uri(uri);
-    for (name, value) in headers {
-        request = request.header(name, *value);
-    }
-    let response = router
-        .clone()
-        .oneshot(request.body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    let (status, etag, max_age) = {
-        let header = |name| {
-            response
-                .headers()
-                .get(name)
-                .map(|v: &header::HeaderValue| v.to_str().unwrap().to_owned())
-        };
-        let max_age =
-            header(header::CACHE_CONTROL).and_then(|v| v.strip_prefix("max-age=")?.parse().ok());
-        (response.status(), header(header::ETAG), max_age)
-    };
-    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
-        .await
-        .unwrap()
-        .to_vec();
-    Answer {
-        status,
-        etag,
-        max_age,
-        body,
-    }
 }
 
 /// Claim 4: the HTTP helpers on a cluster backend, unchanged. Two routers (replicas, each on
@@ -1524,25 +1364,20 @@ async fn request(router: &Router, uri: &str, headers: &[(header::HeaderName, &st
 async fn http_helpers_on_a_cluster_compute_once_and_answer_etags_and_304s() {
     let test_started = Instant::now();
     let cluster = RedisCluster::start();
-    let computations: Arc<Mutex<BTreeMap<u32, usize>>> = Arc::default();
+    let computations = Computations::default();
     let mut routers = Vec::new();
     let mut caches = Vec::new();
     for _ in 0..2 {
         let cache = Cache::builder("cluster_faults::items")
             .exp(Duration::from_secs(60))
-            .backend(cluster_backend(&cluster).await)
+            .backend(cluster.backend().await)
             .build()
             .expect("cache settings");
-        let app = App {
-            cache: cache.clone(),
-            computations: computations.clone(),
-        };
-        routers.push(
-            Router::new()
-                .route("/items/{id}", get(item))
-                .route("/fresh/{id}", get(fresh_item))
-                .with_state(app),
-        );
+        routers.push(item_router(
+            cache.clone(),
+            &computations,
+            Duration::from_millis(150),
+        ));
         caches.push(cache);
     }
     // One item per primary.
@@ -1556,31 +1391,10 @@ async fn http_helpers_on_a_cluster_compute_once_and_answer_etags_and_304s() {
     assert_eq!(by_owner.len(), 3, "items on all three primaries");
     let ids: Vec<u32> = by_owner.values().copied().collect();
 
-    let concurrently = |uri: String, headers: Vec<(header::HeaderName, String)>| {
-        let requests: Vec<JoinHandle<Answer>> = (0..20)
-            .map(|i| {
-                let (router, uri, headers) = (routers[i % 2].clone(), uri.clone(), headers.clone());
-                tokio::spawn(async move {
-                    let headers: Vec<(header::HeaderName, &str)> = headers
-                        .iter()
-                        .map(|(n, v)| (n.clone(), v.as_str()))
-                        .collect();
-                    request(&router, &uri, &headers).await
-                })
-            })
-            .collect();
-        async move {
-            let mut answers = Vec::new();
-            for r in requests {
-                answers.push(r.await.expect("request task"));
-            }
-            answers
-        }
-    };
     for &id in &ids {
-        let first = concurrently(format!("/items/{id}"), Vec::new()).await;
+        let first = concurrently(&routers, 20, &format!("/items/{id}"), &[]).await;
         assert_eq!(
-            computations.lock().unwrap().get(&id).copied(),
+            computations.of(id),
             Some(1),
             "item {id}: two replicas on one cluster must compute once"
         );
@@ -1593,7 +1407,11 @@ async fn http_helpers_on_a_cluster_compute_once_and_answer_etags_and_304s() {
                 Some(etag.as_str()),
                 "one ETag in every replica"
             );
-            assert!(matches!(a.max_age, Some(1..=60)), "max-age {:?}", a.max_age);
+            assert!(
+                matches!(a.max_age(), Some(1..=60)),
+                "max-age {:?}",
+                a.max_age()
+            );
         }
         let item: Item = serde_json::from_slice(&first[0].body).unwrap();
         assert_eq!(item, Item { id, version: 1 });
@@ -1609,12 +1427,14 @@ async fn http_helpers_on_a_cluster_compute_once_and_answer_etags_and_304s() {
         assert_eq!(again.etag.as_deref(), Some(etag.as_str()));
         // Forced fresh values: recomputed once between the two replicas, stored for everyone.
         let fresh = concurrently(
-            format!("/fresh/{id}"),
-            vec![(header::CACHE_CONTROL, "no-cache".to_owned())],
+            &routers,
+            20,
+            &format!("/fresh/{id}"),
+            &[(header::CACHE_CONTROL, "no-cache")],
         )
         .await;
         assert_eq!(
-            computations.lock().unwrap().get(&id).copied(),
+            computations.of(id),
             Some(2),
             "item {id}: concurrent no-cache requests recompute once"
         );
@@ -1630,10 +1450,7 @@ async fn http_helpers_on_a_cluster_compute_once_and_answer_etags_and_304s() {
             assert_eq!(after.etag, fresh[0].etag);
         }
     }
-    assert_eq!(
-        computations.lock().unwrap().values().sum::<usize>(),
-        2 * ids.len()
-    );
+    assert_eq!(computations.total(), 2 * ids.len());
     for cache in &caches {
         assert_eq!(cache.stats().backend_errors, 0, "{:?}", cache.stats());
     }

@@ -1,123 +1,30 @@
 //! The axum HTTP helpers against real routers: ETag and max-age, 304, opt-in no-cache with
 //! coalescing, a real TCP round trip, and two routers (replicas) on one Redis computing once.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+mod common;
+
 use std::time::Duration;
 
-use atomcache::http::{CachedResponse, HttpCache};
 use atomcache::{Cache, MemoryBackend, RedisBackend, Runtime};
 use atomcache_tests::RedisServer;
-use axum::body::Body;
-use axum::extract::{Path, State};
-use axum::http::{header, Request, StatusCode};
-use axum::routing::get;
+use axum::http::{header, StatusCode};
 use axum::Router;
-use serde::{Deserialize, Serialize};
+use common::http::{concurrently, item_router, request, Answer, Computations, Item};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tower::ServiceExt;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct Item {
-    id: u32,
-    version: usize,
-}
-
-#[derive(Clone)]
-struct App {
-    cache: Cache,
-    computations: Arc<AtomicUsize>,
-}
-
-async fn load(app: &App, id: u32) -> Item {
-    let version = app.computations.fetch_add(1, Ordering::SeqCst) + 1;
-    tokio::time::sleep(Duration::from_millis(150)).await;
-    Item { id, version }
-}
-
-/// `no-cache` is ignored here.
-async fn item(
-    State(app): State<App>,
-    http: HttpCache,
-    Path(id): Path<u32>,
-) -> CachedResponse<Item> {
-    http.wrap(app.cache.get_or_compute(&id.to_string(), || load(&app, id)))
-        .await
-}
-
-/// `no-cache` forces a fresh value here.
-async fn fresh_item(
-    State(app): State<App>,
-    http: HttpCache,
-    Path(id): Path<u32>,
-) -> CachedResponse<Item> {
-    http.honor_no_cache()
-        .wrap(app.cache.get_or_compute(&id.to_string(), || load(&app, id)))
-        .await
-}
-
-fn router(cache: Cache) -> (Router, Arc<AtomicUsize>) {
-    let computations = Arc::new(AtomicUsize::new(0));
-    let app = App {
-        cache,
-        computations: computations.clone(),
-    };
-    let router = Router::new()
-        .route("/items/{id}", get(item))
-        .route("/fresh/{id}", get(fresh_item))
-        .with_state(app);
+fn router(cache: Cache) -> (Router, Computations) {
+    let computations = Computations::default();
+    let router = item_router(cache, &computations, Duration::from_millis(150));
     (router, computations)
 }
 
-fn memory_router() -> (Router, Arc<AtomicUsize>) {
+fn memory_router() -> (Router, Computations) {
     let cache = Cache::builder("http_axum::items")
         .exp(Duration::from_secs(60))
         .backend(MemoryBackend::new())
         .build()
         .unwrap();
     router(cache)
-}
-
-struct Answer {
-    status: StatusCode,
-    etag: Option<String>,
-    cache_control: Option<String>,
-    body: Vec<u8>,
-}
-
-async fn call(router: &Router, uri: &str, headers: &[(header::HeaderName, &str)]) -> Answer {
-    let mut request = Request::builder().uri(uri);
-    for (name, value) in headers {
-        request = request.header(name, *value);
-    }
-    let response = router
-        .clone()
-        .oneshot(request.body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    let (status, etag, cache_control) = {
-        let header = |name| {
-            response
-                .headers()
-                .get(name)
-                .map(|v: &header::HeaderValue| v.to_str().unwrap().to_owned())
-        };
-        (
-            response.status(),
-            header(header::ETAG),
-            header(header::CACHE_CONTROL),
-        )
-    };
-    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
-        .await
-        .unwrap()
-        .to_vec();
-    Answer {
-        status,
-        etag,
-        cache_control,
-        body,
-    }
 }
 
 fn max_age(answer: &Answer) -> u64 {
@@ -135,7 +42,7 @@ fn max_age(answer: &Answer) -> u64 {
 #[tokio::test]
 async fn first_request_computes_second_is_served_with_etag_and_max_age() {
     let (router, computations) = memory_router();
-    let first = call(&router, "/items/7", &[]).await;
+    let first = request(&router, "/items/7", &[]).await;
     assert_eq!(first.status, StatusCode::OK);
     let item: Item = serde_json::from_slice(&first.body).unwrap();
     assert_eq!(item, Item { id: 7, version: 1 });
@@ -148,7 +55,7 @@ async fn first_request_computes_second_is_served_with_etag_and_max_age() {
     );
 
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let second = call(&router, "/items/7", &[]).await;
+    let second = request(&router, "/items/7", &[]).await;
     assert_eq!(second.status, StatusCode::OK);
     assert_eq!(second.body, first.body);
     assert_eq!(second.etag.as_deref(), Some(etag.as_str()));
@@ -157,17 +64,17 @@ async fn first_request_computes_second_is_served_with_etag_and_max_age() {
         "max-age must count down: {:?}",
         second.cache_control
     );
-    assert_eq!(computations.load(Ordering::SeqCst), 1);
+    assert_eq!(computations.total(), 1);
 
     // Another id is another entry with another tag.
-    let other = call(&router, "/items/8", &[]).await;
+    let other = request(&router, "/items/8", &[]).await;
     assert_ne!(other.etag, first.etag);
 }
 
 #[tokio::test]
 async fn if_none_match_gets_304_with_an_empty_body() {
     let (router, computations) = memory_router();
-    let first = call(&router, "/items/1", &[]).await;
+    let first = request(&router, "/items/1", &[]).await;
     let etag = first.etag.unwrap();
     for header_value in [
         etag.clone(),
@@ -175,7 +82,7 @@ async fn if_none_match_gets_304_with_an_empty_body() {
         format!("\"nope\", {etag}"),
         "*".into(),
     ] {
-        let again = call(
+        let again = request(
             &router,
             "/items/1",
             &[(header::IF_NONE_MATCH, &header_value)],
@@ -190,7 +97,7 @@ async fn if_none_match_gets_304_with_an_empty_body() {
         assert_eq!(again.etag.as_deref(), Some(etag.as_str()));
         assert!(max_age(&again) <= 60);
     }
-    let stale = call(
+    let stale = request(
         &router,
         "/items/1",
         &[(header::IF_NONE_MATCH, "W/\"0000\"")],
@@ -198,31 +105,29 @@ async fn if_none_match_gets_304_with_an_empty_body() {
     .await;
     assert_eq!(stale.status, StatusCode::OK);
     assert!(!stale.body.is_empty());
-    assert_eq!(computations.load(Ordering::SeqCst), 1);
+    assert_eq!(computations.total(), 1);
 }
 
 #[tokio::test]
 async fn no_cache_recomputes_once_for_concurrent_requests_on_an_opted_in_endpoint() {
     let (router, computations) = memory_router();
-    let first = call(&router, "/fresh/3", &[]).await;
-    assert_eq!(computations.load(Ordering::SeqCst), 1);
+    let first = request(&router, "/fresh/3", &[]).await;
+    assert_eq!(computations.total(), 1);
 
-    let bypasses: Vec<_> = (0..20)
-        .map(|_| {
-            let router = router.clone();
-            tokio::spawn(async move {
-                call(&router, "/fresh/3", &[(header::CACHE_CONTROL, "no-cache")]).await
-            })
-        })
-        .collect();
+    let bypasses = concurrently(
+        std::slice::from_ref(&router),
+        20,
+        "/fresh/3",
+        &[(header::CACHE_CONTROL, "no-cache")],
+    )
+    .await;
     let mut bodies = Vec::new();
-    for bypass in bypasses {
-        let answer = bypass.await.unwrap();
+    for answer in bypasses {
         assert_eq!(answer.status, StatusCode::OK);
         bodies.push(answer.body);
     }
     assert_eq!(
-        computations.load(Ordering::SeqCst),
+        computations.total(),
         2,
         "20 concurrent no-cache requests must recompute once"
     );
@@ -231,19 +136,19 @@ async fn no_cache_recomputes_once_for_concurrent_requests_on_an_opted_in_endpoin
     assert!(bodies.iter().all(|b| *b == bodies[0]));
 
     // The fresh value was stored for everyone.
-    let after = call(&router, "/items/3", &[]).await;
+    let after = request(&router, "/items/3", &[]).await;
     assert_eq!(after.body, bodies[0]);
     assert_ne!(after.etag, first.etag);
-    assert_eq!(computations.load(Ordering::SeqCst), 2);
+    assert_eq!(computations.total(), 2);
 }
 
 #[tokio::test]
 async fn no_cache_is_ignored_on_an_endpoint_that_did_not_opt_in() {
     let (router, computations) = memory_router();
-    let first = call(&router, "/items/4", &[]).await;
-    let again = call(&router, "/items/4", &[(header::CACHE_CONTROL, "no-cache")]).await;
+    let first = request(&router, "/items/4", &[]).await;
+    let again = request(&router, "/items/4", &[(header::CACHE_CONTROL, "no-cache")]).await;
     assert_eq!(again.body, first.body);
-    assert_eq!(computations.load(Ordering::SeqCst), 1);
+    assert_eq!(computations.total(), 1);
 }
 
 /// One request over a real socket, spoken as plain HTTP/1.1.
@@ -284,7 +189,7 @@ async fn over_a_real_tcp_socket() {
         second.ends_with("\r\n\r\n"),
         "a 304 has no body: {second:?}"
     );
-    assert_eq!(computations.load(Ordering::SeqCst), 1);
+    assert_eq!(computations.total(), 1);
     server.abort();
 }
 
@@ -307,17 +212,8 @@ async fn two_routers_on_one_redis_compute_once() {
         routers.push(router);
         counters.push(computations);
     }
-    let requests: Vec<_> = (0..40)
-        .map(|i| {
-            let router = routers[i % 2].clone();
-            tokio::spawn(async move { call(&router, "/items/9", &[]).await })
-        })
-        .collect();
-    let mut answers = Vec::new();
-    for request in requests {
-        answers.push(request.await.unwrap());
-    }
-    let total: usize = counters.iter().map(|c| c.load(Ordering::SeqCst)).sum();
+    let answers = concurrently(&routers, 40, "/items/9", &[]).await;
+    let total: usize = counters.iter().map(Computations::total).sum();
     assert_eq!(total, 1, "two replicas behind one Redis must compute once");
     assert!(answers
         .iter()

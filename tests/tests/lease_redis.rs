@@ -13,13 +13,14 @@ use std::time::Duration;
 
 use atomcache::{Cache, RedisBackend};
 use atomcache_tests::{
-    percentiles, unix_ms, CallResult, Computation, DelayProxy, RedisServer, ScriptedOptions,
-    ScriptedReplica,
+    percentiles, unix_ms, CallResult, DelayProxy, RedisServer, ScriptedOptions, ScriptedReplica,
 };
 
 const EXE: &str = env!("CARGO_BIN_EXE_scripted_replica");
 /// One way, between each replica and Redis.
 const NETWORK: Duration = Duration::from_millis(3);
+/// How long each replica process may take to finish its calls and exit.
+const QUIT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The default options with namespace `ns` (the URL is set by [`cluster`]).
 fn named(ns: &str) -> ScriptedOptions {
@@ -56,17 +57,6 @@ async fn cluster(
         proxies.push(proxy);
     }
     (server, procs, proxies)
-}
-
-async fn quit_all(procs: Vec<ScriptedReplica>) -> (Vec<CallResult>, Vec<Computation>) {
-    let mut results = Vec::new();
-    let mut computations = Vec::new();
-    for p in procs {
-        let (r, c) = p.quit(Duration::from_secs(60)).await;
-        results.extend(r);
-        computations.extend(c);
-    }
-    (results, computations)
 }
 
 fn max_elapsed(results: &[CallResult]) -> f64 {
@@ -118,7 +108,7 @@ async fn replicas_arriving_one_by_one_around_the_store_compute_each_key_once() {
             .await;
         }
     }
-    let (results, computations) = quit_all(procs).await;
+    let (results, computations) = ScriptedReplica::quit_all(procs, QUIT_TIMEOUT).await;
     assert_eq!(results.len(), KEYS * REPLICAS);
     let mut per_key: BTreeMap<&str, usize> = BTreeMap::new();
     for c in &computations {
@@ -169,7 +159,7 @@ async fn a_failure_burst_costs_each_replica_about_one_computation_and_never_queu
     for p in procs.iter_mut() {
         stats.push(p.stats().await);
     }
-    let (results, computations) = quit_all(procs).await;
+    let (results, computations) = ScriptedReplica::quit_all(procs, QUIT_TIMEOUT).await;
     assert_eq!(results.len(), REPLICAS * CALLERS);
     assert!(
         results.iter().all(|r| !r.ok),
@@ -213,7 +203,7 @@ async fn a_computation_three_times_longer_than_its_lease_runs_once() {
         p.call("long", "report", 16, compute, false, t0 + offset)
             .await;
     }
-    let (results, computations) = quit_all(procs).await;
+    let (results, computations) = ScriptedReplica::quit_all(procs, QUIT_TIMEOUT).await;
     let values: BTreeSet<&str> = results.iter().map(|r| r.value.as_str()).collect();
     let finished = last_answer(&results);
     let slowest_after_store = finished - (t0 + compute.as_millis() as f64);
@@ -275,7 +265,7 @@ async fn mid_flight(set_instead: bool) {
         .call("later", key, 4, compute, false, unix_ms())
         .await;
     procs[0].wait_called("later", Duration::from_secs(10)).await;
-    let (results, computations) = quit_all(procs).await;
+    let (results, computations) = ScriptedReplica::quit_all(procs, QUIT_TIMEOUT).await;
 
     let stale = |value: &str| {
         if set_instead {
@@ -328,7 +318,7 @@ async fn a_holder_killed_mid_computation_is_taken_over_once() {
     procs[0].kill().await;
     let mut dead = procs.remove(0);
     dead.results.clear();
-    let (results, computations) = quit_all(procs).await;
+    let (results, computations) = ScriptedReplica::quit_all(procs, QUIT_TIMEOUT).await;
     let values: BTreeSet<&str> = results.iter().map(|r| r.value.as_str()).collect();
     let last = last_answer(&results);
     eprintln!(
@@ -374,7 +364,7 @@ async fn a_frozen_redis_costs_each_call_at_most_one_timeout_and_caching_resumes(
     tokio::time::sleep(Duration::from_secs(3)).await;
     server.resume();
     let resumed_at = unix_ms();
-    let (results, _computations) = quit_all(procs).await;
+    let (results, _computations) = ScriptedReplica::quit_all(procs, QUIT_TIMEOUT).await;
     assert_eq!(results.len(), 2 * 121, "every call answered");
     let during: Vec<f64> = results
         .iter()

@@ -2,29 +2,25 @@
 //! one computation per period, readers never miss, values change, shutdown stops refreshing.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use atomcache::{RedisBackend, Runtime};
+use atomcache_tests::support::{
+    assert_one_refresh_per_period, read_refreshed, refresh_periods, wait_first_fill,
+};
 use atomcache_tests::RedisServer;
-
-static COMPUTATIONS: AtomicU64 = AtomicU64::new(0);
 
 const NAMESPACE: &str = "refresh_redis::rates";
 const EXP: Duration = Duration::from_secs(2);
 const LOCK_TIMEOUT: Duration = Duration::from_secs(1);
 
-#[atomcache::cached(
-    exp = 2,
-    lock_timeout = 1,
-    auto_refresh,
-    namespace = "refresh_redis::rates"
-)]
-async fn rates() -> u64 {
-    let n = COMPUTATIONS.fetch_add(1, Ordering::SeqCst) + 1;
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    n
-}
+atomcache_tests::refreshed_counter!(
+    rates,
+    COMPUTATIONS,
+    "refresh_redis::rates",
+    Duration::from_millis(50)
+);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_refresh_once_per_period_and_readers_never_miss() {
@@ -46,16 +42,7 @@ async fn three_replicas_refresh_once_per_period_and_readers_never_miss() {
         .collect();
 
     // First fill: one of the refreshers computes it at start-up.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while caches[0].get::<u64>("null").await.unwrap().is_none() {
-        assert!(Instant::now() < deadline, "no refresher filled the value");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let first_fill = COMPUTATIONS.load(Ordering::SeqCst);
-    assert_eq!(
-        first_fill, 1,
-        "three replicas filled one value {first_fill} times"
-    );
+    let first_fill = wait_first_fill(&caches[0], Duration::from_secs(5), &COMPUTATIONS).await;
 
     // Readers on every replica for several periods.
     let read_for = Duration::from_secs(7);
@@ -63,21 +50,7 @@ async fn three_replicas_refresh_once_per_period_and_readers_never_miss() {
     let mut readers = Vec::new();
     for cache in caches.clone() {
         readers.push(tokio::spawn(async move {
-            let mut misses = 0u64;
-            let mut reads = 0u64;
-            let mut seen = BTreeSet::new();
-            let until = Instant::now() + read_for;
-            while Instant::now() < until {
-                match cache.get::<u64>("null").await.expect("redis is up") {
-                    Some(v) => {
-                        seen.insert(v);
-                    }
-                    None => misses += 1,
-                }
-                reads += 1;
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            (reads, misses, seen)
+            read_refreshed(&cache, Instant::now() + read_for).await
         }));
     }
     let mut all_seen = BTreeSet::new();
@@ -89,22 +62,14 @@ async fn three_replicas_refresh_once_per_period_and_readers_never_miss() {
     }
     let elapsed = started.elapsed();
     let computations = COMPUTATIONS.load(Ordering::SeqCst) - first_fill;
-    // A refresh starts about lock_timeout before expiry, so a period is about exp - lock_timeout.
-    let periods = elapsed.as_secs_f64() / (EXP - LOCK_TIMEOUT).as_secs_f64();
+    let periods = refresh_periods(elapsed, EXP, LOCK_TIMEOUT);
     println!(
         "auto_refresh, 3 replicas: {computations} computations over {:.1} periods ({:.2} per period), {} distinct values",
         periods,
         computations as f64 / periods,
         all_seen.len()
     );
-    assert!(
-        (computations as f64) <= periods + 1.0,
-        "{computations} computations in {periods:.1} periods: more than one replica refreshed"
-    );
-    assert!(
-        (computations as f64) >= periods - 2.0,
-        "only {computations} refreshes in {periods:.1} periods"
-    );
+    assert_one_refresh_per_period(computations, periods);
     assert!(
         all_seen.len() >= 4,
         "values did not change between periods: {all_seen:?}"

@@ -11,18 +11,22 @@
 //! cargo test -p atomcache-tests --test sentinel_faults -- --nocapture
 //! ```
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use atomcache::http::{CachedResponse, HttpCache};
 use atomcache::{Cache, Error, RedisBackend, RedisBackendBuilder};
 use atomcache_tests::spec::sentinel_spec;
-use atomcache_tests::support::until_within;
+use atomcache_tests::support::{ms, until_within};
 use atomcache_tests::{
     dead_url, unix_ms, RedisServer, ScriptedOptions, ScriptedReplica, SentinelSet,
 };
+use axum::http::{header, StatusCode};
+use common::http::{concurrently, item_router, request, Answer, Computations, Item};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 const SCRIPTED: &str = env!("CARGO_BIN_EXE_scripted_replica");
@@ -239,6 +243,61 @@ async fn wait_caching(cache: &Cache, ns: &str, server: &RedisServer, within: Dur
     unreachable!()
 }
 
+/// Spawns a `get_or_compute` of `id` on `cache` whose computation returns `value` once the
+/// returned gate is notified, and polls until its lease is on `server`; panics with what `never`
+/// says after `within`.
+async fn hold(
+    cache: &Cache,
+    id: &str,
+    value: &str,
+    server: &RedisServer,
+    within: Duration,
+    never: impl Fn() -> String,
+) -> (Arc<Notify>, JoinHandle<String>) {
+    let gate = Arc::new(Notify::new());
+    let holding = {
+        let (cache, id, value, gate) =
+            (cache.clone(), id.to_owned(), value.to_owned(), gate.clone());
+        tokio::spawn(async move {
+            cache
+                .get_or_compute(&id, || async move {
+                    gate.notified().await;
+                    value
+                })
+                .await
+        })
+    };
+    let lock = cache.key(id).lock();
+    let deadline = Instant::now() + within;
+    while server.get_raw(&lock).await.is_none() {
+        assert!(Instant::now() < deadline, "{}", never());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    (gate, holding)
+}
+
+/// Kills the primary of `set` while `cache` computes `"inflight"` under its lease, then lets
+/// that computation return (its store is the first command to fail); returns when the primary
+/// was killed, and the call.
+async fn kill_during_a_computation(
+    set: &mut SentinelSet,
+    cache: &Cache,
+) -> (Instant, JoinHandle<String>) {
+    let (open, inflight) = hold(
+        cache,
+        "inflight",
+        "inflight",
+        set.primary(),
+        Duration::from_secs(5),
+        || "the lease was never taken".to_owned(),
+    )
+    .await;
+    let kill_at = Instant::now();
+    set.kill_primary();
+    open.notify_one();
+    (kill_at, inflight)
+}
+
 /// One answered call of a [`Load`].
 #[derive(Debug, Clone)]
 struct Call {
@@ -338,10 +397,6 @@ async fn warm(cache: &Cache, n: usize) -> Vec<String> {
     }
     assert_eq!(computations.load(Ordering::SeqCst), n);
     values
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -639,13 +694,7 @@ async fn replica_processes_stampeding_cold_keys_compute_each_once() {
             .await;
         }
     }
-    let mut results = Vec::new();
-    let mut computations = Vec::new();
-    for p in procs {
-        let (r, c) = p.quit(Duration::from_secs(30)).await;
-        results.extend(r);
-        computations.extend(c);
-    }
+    let (results, computations) = ScriptedReplica::quit_all(procs, Duration::from_secs(30)).await;
     assert_eq!(results.len(), PROCS * KEYS * CALLERS);
     let mut per_key: BTreeMap<String, usize> = BTreeMap::new();
     for c in &computations {
@@ -998,11 +1047,7 @@ async fn replica_processes_keep_answering_across_a_failover_and_cache_again_afte
     )
     .await;
 
-    let mut results = Vec::new();
-    for p in procs {
-        let (rs, _) = p.quit(Duration::from_secs(30)).await;
-        results.extend(rs);
-    }
+    let (results, _) = ScriptedReplica::quit_all(procs, Duration::from_secs(30)).await;
     assert_eq!(results.len(), r * PROCS * 4, "every call answered");
     for result in &results {
         assert!(result.ok, "{result:?}");
@@ -1052,27 +1097,7 @@ async fn one_frozen_sentinel_neither_stops_connecting_nor_following() {
 
     // Following: the primary dies while this backend computes under its lease (its store is
     // the first command to fail); the two sentinels still running fail over (quorum 2).
-    let (open, gate) = gate();
-    let inflight = {
-        let cache = cache.clone();
-        tokio::spawn(async move {
-            cache
-                .get_or_compute("inflight", || async move {
-                    gate.notified().await;
-                    "inflight".to_string()
-                })
-                .await
-        })
-    };
-    let lock = cache.key("inflight").lock();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while set.primary().get_raw(&lock).await.is_none() {
-        assert!(Instant::now() < deadline, "the lease was never taken");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let kill_at = Instant::now();
-    set.kill_primary();
-    open.notify_one();
+    let (kill_at, inflight) = kill_during_a_computation(&mut set, &cache).await;
     assert_eq!(
         tokio::time::timeout(Duration::from_secs(10), inflight)
             .await
@@ -1137,12 +1162,6 @@ async fn one_frozen_sentinel_neither_stops_connecting_nor_following() {
 // 4. A waiter subscribed when the primary dies.
 // ---------------------------------------------------------------------------------------------
 
-/// A gate the test opens to let a computation return.
-fn gate() -> (Arc<tokio::sync::Notify>, Arc<tokio::sync::Notify>) {
-    let g = Arc::new(tokio::sync::Notify::new());
-    (g.clone(), g)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiter_subscribed_when_the_primary_dies_is_answered_and_subscribes_again_on_the_new_one()
 {
@@ -1158,24 +1177,16 @@ async fn a_waiter_subscribed_when_the_primary_dies_is_answered_and_subscribes_ag
 
     // Round 1, on the old primary: the holder computes k (until the gate opens), the waiter
     // waits on its lease, subscribed to k's channel there.
-    let (open1, gate1) = gate();
-    let holder1 = {
-        let holder = holder.clone();
-        tokio::spawn(async move {
-            holder
-                .get_or_compute("k", || async move {
-                    gate1.notified().await;
-                    "from-holder-1".to_string()
-                })
-                .await
-        })
-    };
+    let (open1, holder1) = hold(
+        &holder,
+        "k",
+        "from-holder-1",
+        set.primary(),
+        Duration::from_secs(5),
+        || "the holder never took the lease".to_owned(),
+    )
+    .await;
     let key = holder.key("k");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while set.primary().get_raw(&key.lock()).await.is_none() {
-        assert!(Instant::now() < deadline, "the holder never took the lease");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
     let waiter1 = {
         let waiter = waiter.clone();
         tokio::spawn(async move {
@@ -1224,29 +1235,22 @@ async fn a_waiter_subscribed_when_the_primary_dies_is_answered_and_subscribes_ag
     // Round 2, on the new primary, through the same backends: the waiter subscribes there and
     // is woken by the holder's store.
     let waits_before = waiter.stats().lock_waits;
-    let (open2, gate2) = gate();
-    let holder2 = {
-        let holder = holder.clone();
-        tokio::spawn(async move {
-            holder
-                .get_or_compute("k2", || async move {
-                    gate2.notified().await;
-                    "from-holder-2".to_string()
-                })
-                .await
-        })
-    };
-    let key2 = holder.key("k2");
     let new_primary = set.server(new);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while new_primary.get_raw(&key2.lock()).await.is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "the holder never took the lease on the new primary: {:?}",
-            holder.stats()
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let (open2, holder2) = hold(
+        &holder,
+        "k2",
+        "from-holder-2",
+        new_primary,
+        Duration::from_secs(10),
+        || {
+            format!(
+                "the holder never took the lease on the new primary: {:?}",
+                holder.stats()
+            )
+        },
+    )
+    .await;
+    let key2 = holder.key("k2");
     let waiter2 = {
         let waiter = waiter.clone();
         tokio::spawn(async move {
@@ -1311,27 +1315,7 @@ async fn the_old_primary_restarted_as_a_replica_gets_no_writes_and_callers_get_c
 
     // The primary dies while this backend computes a value under its lease: its store is the
     // first command to fail, and the backend follows the promoted replica.
-    let (open, gate) = gate();
-    let inflight = {
-        let cache = cache.clone();
-        tokio::spawn(async move {
-            cache
-                .get_or_compute("inflight", || async move {
-                    gate.notified().await;
-                    "inflight".to_string()
-                })
-                .await
-        })
-    };
-    let lock = cache.key("inflight").lock();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while set.primary().get_raw(&lock).await.is_none() {
-        assert!(Instant::now() < deadline, "the lease was never taken");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let kill_at = Instant::now();
-    set.kill_primary();
-    open.notify_one();
+    let (kill_at, inflight) = kill_during_a_computation(&mut set, &cache).await;
     let value = tokio::time::timeout(bound, inflight)
         .await
         .expect("the holder is stuck")
@@ -1528,20 +1512,14 @@ async fn a_backend_idle_across_the_failover_and_the_restart_does_not_use_the_old
 // 6. auto_refresh and the HTTP helpers on a Sentinel backend.
 // ---------------------------------------------------------------------------------------------
 
-static RATE_COMPUTATIONS: AtomicU64 = AtomicU64::new(0);
 const RATES_NS: &str = "sentinel_faults::rates";
 
-#[atomcache::cached(
-    exp = 2,
-    lock_timeout = 1,
-    auto_refresh,
-    namespace = "sentinel_faults::rates"
-)]
-async fn rates() -> u64 {
-    let n = RATE_COMPUTATIONS.fetch_add(1, Ordering::SeqCst) + 1;
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    n
-}
+atomcache_tests::refreshed_counter!(
+    rates,
+    RATE_COMPUTATIONS,
+    "sentinel_faults::rates",
+    Duration::from_millis(20)
+);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_refresh_keeps_a_cached_function_fresh_on_the_sentinel_primary() {
@@ -1589,109 +1567,47 @@ async fn auto_refresh_keeps_a_cached_function_fresh_on_the_sentinel_primary() {
     runtime.shutdown().await;
 }
 
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-struct Item {
-    id: u32,
-    version: usize,
-}
-
-#[derive(Clone)]
-struct App {
-    cache: Cache,
-    computations: Arc<AtomicUsize>,
-}
-
-async fn item(
-    axum::extract::State(app): axum::extract::State<App>,
-    http: HttpCache,
-    axum::extract::Path(id): axum::extract::Path<u32>,
-) -> CachedResponse<Item> {
-    http.wrap(app.cache.get_or_compute(&id.to_string(), || async {
-        let version = app.computations.fetch_add(1, Ordering::SeqCst) + 1;
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        Item { id, version }
-    }))
-    .await
-}
-
-async fn request(
-    router: &axum::Router,
-    uri: &str,
-    if_none_match: Option<&str>,
-) -> (axum::http::StatusCode, Option<String>, Vec<u8>) {
-    use tower::ServiceExt;
-    let mut request = axum::http::Request::builder().uri(uri);
-    if let Some(etag) = if_none_match {
-        request = request.header(axum::http::header::IF_NONE_MATCH, etag);
-    }
-    let response = router
-        .clone()
-        .oneshot(request.body(axum::body::Body::empty()).unwrap())
-        .await
-        .unwrap();
-    let status = response.status();
-    let etag = response
-        .headers()
-        .get(axum::http::header::ETAG)
-        .map(|v| v.to_str().unwrap().to_owned());
-    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
-        .await
-        .unwrap()
-        .to_vec();
-    (status, etag, body)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_helpers_on_two_routers_compute_once_on_the_sentinel_primary() {
     const NS: &str = "sentinel_faults::items";
     let set = SentinelSet::start("faults-http");
-    let computations = Arc::new(AtomicUsize::new(0));
+    let computations = Computations::default();
     let mut routers = Vec::new();
     for _ in 0..2 {
         let backend = connect(&set).await;
-        let app = App {
-            cache: sentinel_cache(
-                &backend,
-                NS,
-                Duration::from_secs(2),
-                Duration::from_secs(10),
-            ),
-            computations: computations.clone(),
-        };
-        routers.push(
-            axum::Router::new()
-                .route("/items/{id}", axum::routing::get(item))
-                .with_state(app),
+        let cache = sentinel_cache(
+            &backend,
+            NS,
+            Duration::from_secs(2),
+            Duration::from_secs(10),
         );
+        routers.push(item_router(
+            cache,
+            &computations,
+            Duration::from_millis(100),
+        ));
     }
-    let requests: Vec<_> = (0..20)
-        .map(|i| {
-            let router = routers[i % 2].clone();
-            tokio::spawn(async move { request(&router, "/items/9", None).await })
-        })
-        .collect();
-    let mut answers = Vec::new();
-    for r in requests {
-        answers.push(r.await.unwrap());
-    }
-    assert_eq!(
-        computations.load(Ordering::SeqCst),
-        1,
-        "two routers computed"
-    );
-    let (status, etag, body) = answers[0].clone();
-    assert_eq!(status, axum::http::StatusCode::OK);
+    let answers = concurrently(&routers, 20, "/items/9", &[]).await;
+    assert_eq!(computations.total(), 1, "two routers computed");
+    let Answer {
+        status, etag, body, ..
+    } = answers[0].clone();
+    assert_eq!(status, StatusCode::OK);
     let etag = etag.expect("an ETag");
-    for (s, e, b) in &answers {
-        assert_eq!((s, e.as_deref(), b), (&status, Some(etag.as_str()), &body));
+    for a in &answers {
+        assert_eq!(
+            (&a.status, a.etag.as_deref(), &a.body),
+            (&status, Some(etag.as_str()), &body)
+        );
     }
     let item: Item = serde_json::from_slice(&body).unwrap();
     assert_eq!(item, Item { id: 9, version: 1 });
     assert!(set.primary().get_raw(&value_key(NS, "9")).await.is_some());
     for router in &routers {
-        let (status, _, body) = request(router, "/items/9", Some(&etag)).await;
-        assert_eq!(status, axum::http::StatusCode::NOT_MODIFIED);
+        let Answer { status, body, .. } =
+            request(router, "/items/9", &[(header::IF_NONE_MATCH, &etag)]).await;
+        assert_eq!(status, StatusCode::NOT_MODIFIED);
         assert!(body.is_empty());
     }
-    assert_eq!(computations.load(Ordering::SeqCst), 1);
+    assert_eq!(computations.total(), 1);
 }
