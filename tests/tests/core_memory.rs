@@ -299,7 +299,12 @@ async fn a_computation_three_times_the_lease_on_memory_is_not_duplicated() {
         let lapsed = "the holder's lease lapsed while it computed";
         let holder = lease_holder(&backend, &key, "probe", lapsed).await;
         assert_ne!(holder.token, "probe");
-        assert!(holder.remaining <= LOCK_TIMEOUT, "{holder:?}");
+        // At most one lease length (plus the clock reads' spread: the probe may read the
+        // clock just before a renewal on another thread).
+        assert!(
+            holder.remaining <= LOCK_TIMEOUT + Duration::from_millis(5),
+            "{holder:?}"
+        );
     };
     let compute = LOCK_TIMEOUT * 3;
     a_computation_longer_than_its_lease_runs_once(
