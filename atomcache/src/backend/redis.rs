@@ -474,18 +474,9 @@ impl RedisBackendBuilder {
         let p = self.prepare()?;
         let (conn, subs) = match p.client {
             Client::Single(client, config) => {
-                match tokio::time::timeout(
-                    timeout,
-                    client.get_connection_manager_with_config(config),
-                )
-                .await
-                {
-                    Ok(conn) => {
-                        let conn = Conn::Single(conn?);
-                        (conn.clone(), conn)
-                    }
-                    Err(_) => return Err(Error::Timeout(timeout)),
-                }
+                let conn = within(timeout, client.get_connection_manager_with_config(config));
+                let conn = Conn::Single(conn.await?);
+                (conn.clone(), conn)
             }
             Client::Cluster(commands, subs) => {
                 let both = async {
@@ -503,10 +494,7 @@ impl RedisBackendBuilder {
                         Conn::Cluster(subs, sharded),
                     ))
                 };
-                match tokio::time::timeout(timeout, both).await {
-                    Ok(conns) => conns?,
-                    Err(_) => return Err(Error::Timeout(timeout)),
-                }
+                within(timeout, both).await?
             }
             Client::Sentinel(sentinels, config, hook) => {
                 let primary = Primary::connect(sentinels, config, p.hub.clone(), timeout).await?;
@@ -1095,15 +1083,7 @@ impl RedisBackend {
         let timeout = self.inner.command_timeout;
         self.inner
             .breaker
-            .call(
-                async move {
-                    match tokio::time::timeout(timeout, fut).await {
-                        Ok(result) => Ok(result?),
-                        Err(_) => Err(Error::Timeout(timeout)),
-                    }
-                },
-                unhealthy,
-            )
+            .call(within(timeout, fut), unhealthy)
             .await
     }
 
@@ -1201,6 +1181,17 @@ fn knows_command(info: &Value) -> bool {
         Value::Array(items) => !matches!(items.first(), None | Some(Value::Nil)),
         Value::Nil => false,
         _ => true,
+    }
+}
+
+/// `fut` bounded by `timeout`: its error, or [`Error::Timeout`].
+pub(super) async fn within<T>(
+    timeout: Duration,
+    fut: impl Future<Output = redis::RedisResult<T>>,
+) -> Result<T, Error> {
+    match tokio::time::timeout(timeout, fut).await {
+        Ok(result) => Ok(result?),
+        Err(_) => Err(Error::Timeout(timeout)),
     }
 }
 

@@ -40,6 +40,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::sentinel::SentinelClient;
 
+use super::redis::within;
 use super::WakeHub;
 use crate::Error;
 
@@ -222,10 +223,7 @@ async fn ask(
         let sentinel = sentinel.clone();
         lookups.spawn(async move {
             let mut sentinel = sentinel.lock().await;
-            match tokio::time::timeout(timeout, sentinel.async_get_client()).await {
-                Ok(found) => found.map_err(Error::from),
-                Err(_) => Err(Error::Timeout(timeout)),
-            }
+            within(timeout, sentinel.async_get_client()).await
         });
     }
     let mut last = Error::InvalidConfig("no sentinel to ask".into());
@@ -244,13 +242,9 @@ async fn connect_manager(
     config: &ConnectionManagerConfig,
     connect_timeout: Duration,
 ) -> Result<ConnectionManager, Error> {
-    match tokio::time::timeout(
+    within(
         connect_timeout,
         client.get_connection_manager_with_config(config.clone()),
     )
     .await
-    {
-        Ok(manager) => Ok(manager?),
-        Err(_) => Err(Error::Timeout(connect_timeout)),
-    }
 }
