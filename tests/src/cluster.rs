@@ -13,7 +13,7 @@ use std::net::TcpListener;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{free_port, tail, Launch, RedisServer};
+use crate::{connect_sync, free_port, tail, Launch, RedisServer};
 
 /// The message of the panic when `redis-cli` cannot be found.
 pub const MISSING_REDIS_CLI: &str = "redis-cli not found: install it with `apt-get install redis-tools` (Debian/Ubuntu) or `brew install redis`";
@@ -141,18 +141,6 @@ async fn run_cli_async(args: Vec<String>) -> Output {
     tokio::task::spawn_blocking(move || run_cli(&args, CLI_TIMEOUT))
         .await
         .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
-}
-
-/// A synchronous connection to `127.0.0.1:port` with short timeouts, or `None` if the node does
-/// not answer.
-fn connect(port: u16) -> Option<redis::Connection> {
-    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).ok()?;
-    let conn = client
-        .get_connection_with_timeout(Duration::from_millis(500))
-        .ok()?;
-    conn.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
-    conn.set_write_timeout(Some(Duration::from_secs(1))).ok()?;
-    Some(conn)
 }
 
 /// One line of `CLUSTER NODES`, as one node sees it.
@@ -403,7 +391,7 @@ impl RedisCluster {
                 redis::cmd("CLUSTER")
                     .arg("KEYSLOT")
                     .arg(key)
-                    .query(&mut connect(n.port())?)
+                    .query(&mut connect_sync(n.port())?)
                     .ok()
             })
             .expect("no cluster node answers CLUSTER KEYSLOT")
@@ -732,7 +720,7 @@ impl RedisCluster {
             let port = node.port();
             let info: String = redis::cmd("INFO")
                 .arg("replication")
-                .query(&mut connect(port).ok_or(format!("node {port} does not answer"))?)
+                .query(&mut connect_sync(port).ok_or(format!("node {port} does not answer"))?)
                 .map_err(|e| format!("INFO replication on {port}: {e}"))?;
             if !info.contains("master_link_status:up") {
                 return Err(format!("replica {port}: the link to its primary is not up"));
@@ -758,7 +746,7 @@ impl RedisCluster {
         let mut agreed: Option<BTreeSet<u16>> = None;
         for node in self.nodes.iter().filter(|n| n.is_running()) {
             let port = node.port();
-            let mut conn = connect(port).ok_or(format!("node {port} does not answer"))?;
+            let mut conn = connect_sync(port).ok_or(format!("node {port} does not answer"))?;
             let info: String = redis::cmd("CLUSTER")
                 .arg("INFO")
                 .query(&mut conn)
@@ -840,7 +828,7 @@ impl RedisCluster {
 fn cluster_nodes_of(port: u16) -> Option<Vec<ClusterNode>> {
     let text: String = redis::cmd("CLUSTER")
         .arg("NODES")
-        .query(&mut connect(port)?)
+        .query(&mut connect_sync(port)?)
         .ok()?;
     Some(ClusterNode::parse_all(&text))
 }

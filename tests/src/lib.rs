@@ -492,6 +492,18 @@ fn server_pid(client: &redis::Client) -> Option<u32> {
         .and_then(|pid| pid.parse().ok())
 }
 
+/// A synchronous connection to `127.0.0.1:port` with short timeouts, or `None` if the process
+/// does not answer.
+pub(crate) fn connect_sync(port: u16) -> Option<redis::Connection> {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).ok()?;
+    let conn = client
+        .get_connection_with_timeout(Duration::from_millis(500))
+        .ok()?;
+    conn.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+    conn.set_write_timeout(Some(Duration::from_secs(1))).ok()?;
+    Some(conn)
+}
+
 fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")

@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::{Launch, RedisServer};
+use crate::{connect_sync, Launch, RedisServer};
 
 /// Sentinels that must agree a primary is down (`sentinel monitor ... <quorum>`).
 pub const QUORUM: usize = 2;
@@ -20,18 +20,6 @@ pub const FAILOVER_TIMEOUT_MS: u64 = 5000;
 /// How long the set may take until every sentinel knows the primary, the replica and the other
 /// sentinels.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// A synchronous connection to `127.0.0.1:port` with short timeouts, or `None` if the process
-/// does not answer.
-fn connect(port: u16) -> Option<redis::Connection> {
-    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).ok()?;
-    let conn = client
-        .get_connection_with_timeout(Duration::from_millis(500))
-        .ok()?;
-    conn.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
-    conn.set_write_timeout(Some(Duration::from_secs(1))).ok()?;
-    Some(conn)
-}
 
 /// A flat `[field, value, field, value, ...]` reply (RESP2 `SENTINEL master`) as pairs.
 fn pairs(flat: Vec<String>) -> Vec<(String, String)> {
@@ -49,7 +37,7 @@ fn field<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
 
 /// The first line of `ROLE` on `port` (`master`, `slave`, `sentinel`), if it answers.
 pub fn role(port: u16) -> Option<String> {
-    let reply: redis::Value = redis::cmd("ROLE").query(&mut connect(port)?).ok()?;
+    let reply: redis::Value = redis::cmd("ROLE").query(&mut connect_sync(port)?).ok()?;
     match reply {
         redis::Value::Array(items) => match items.first()? {
             redis::Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
@@ -99,7 +87,7 @@ impl SentinelSet {
         set.wait_sync(|| {
             let info: String = redis::cmd("INFO")
                 .arg("replication")
-                .query(&mut connect(set.replica.port()).ok_or("the replica does not answer")?)
+                .query(&mut connect_sync(set.replica.port()).ok_or("the replica does not answer")?)
                 .map_err(|e| e.to_string())?;
             if info.contains("master_link_status:up") {
                 Ok(())
@@ -148,7 +136,7 @@ impl SentinelSet {
     fn check_ready(&self) -> Result<(), String> {
         for sentinel in &self.sentinels {
             let port = sentinel.port();
-            let mut conn = connect(port).ok_or(format!("sentinel {port} does not answer"))?;
+            let mut conn = connect_sync(port).ok_or(format!("sentinel {port} does not answer"))?;
             let master: Vec<String> = redis::cmd("SENTINEL")
                 .arg("MASTER")
                 .arg(&self.service)
@@ -237,7 +225,7 @@ impl SentinelSet {
         let (_host, port): (String, u16) = redis::cmd("SENTINEL")
             .arg("GET-MASTER-ADDR-BY-NAME")
             .arg(&self.service)
-            .query(&mut connect(sentinel_port)?)
+            .query(&mut connect_sync(sentinel_port)?)
             .ok()?;
         Some(port)
     }
@@ -282,7 +270,7 @@ impl SentinelSet {
         loop {
             let now = role(port);
             let linked = expected != "slave"
-                || connect(port)
+                || connect_sync(port)
                     .and_then(|mut conn| {
                         redis::cmd("INFO")
                             .arg("replication")
